@@ -1,0 +1,386 @@
+//! Event payloads: what each step of the saga says, as snake_case JSON.
+//!
+//! Events carry what their consumers need to act (event-carried state transfer): payment
+//! forwards the lines and the address so inventory and shipping never need `OrderCreated`.
+//! Every payload carries `order_id`, which is also the Kafka record key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Topic;
+
+/// An order's id, chosen by whoever places the order; the saga's correlation id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrderId(pub String);
+
+impl OrderId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for OrderId {
+    fn from(s: &str) -> Self {
+        OrderId(s.to_owned())
+    }
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price_cents: u64,
+}
+
+/// Where the parcel goes. Only `country` (ISO 3166 alpha-2) is required.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Address {
+    pub country: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub street: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+}
+
+/// A quantity of one SKU, as reserved or released by inventory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StockLine {
+    pub sku: String,
+    pub quantity: u32,
+}
+
+/// A customer placed an order. Published by a person (kcat) or a tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCreated {
+    pub order_id: OrderId,
+    pub customer_id: String,
+    pub items: Vec<LineItem>,
+    pub ship_to: Address,
+}
+
+impl OrderCreated {
+    /// Σ quantity × unit price. Decoding rejects orders whose total overflows, so a decoded
+    /// event always has one.
+    pub fn total_cents(&self) -> Option<u64> {
+        total_cents(&self.items)
+    }
+}
+
+/// Σ quantity × unit price, or `None` on overflow.
+pub fn total_cents(items: &[LineItem]) -> Option<u64> {
+    items.iter().try_fold(0u64, |sum, line| {
+        u64::from(line.quantity)
+            .checked_mul(line.unit_price_cents)
+            .and_then(|line_total| sum.checked_add(line_total))
+    })
+}
+
+/// The customer's wallet was charged. Carries the lines and address onward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCompleted {
+    pub order_id: OrderId,
+    pub customer_id: String,
+    pub amount_cents: u64,
+    pub items: Vec<LineItem>,
+    pub ship_to: Address,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentFailureReason {
+    InsufficientFunds,
+    UnknownCustomer,
+}
+
+/// The wallet could not be charged; nothing was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub order_id: OrderId,
+    pub customer_id: String,
+    pub amount_cents: u64,
+    pub reason: PaymentFailureReason,
+}
+
+/// Every line was reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReserved {
+    pub order_id: OrderId,
+    pub items: Vec<StockLine>,
+    pub ship_to: Address,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StockFailureReason {
+    OutOfStock,
+    UnknownSku,
+}
+
+/// No line was reserved, because of `sku`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockFailed {
+    pub order_id: OrderId,
+    pub reason: StockFailureReason,
+    pub sku: String,
+    pub requested: u32,
+    pub available: u32,
+}
+
+/// The parcel is booked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentScheduled {
+    pub order_id: OrderId,
+    pub shipment_id: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShippingFailureReason {
+    DestinationNotServed,
+}
+
+/// The address cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingFailed {
+    pub order_id: OrderId,
+    pub country: String,
+    pub reason: ShippingFailureReason,
+}
+
+/// Terminal: the order shipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCompleted {
+    pub order_id: OrderId,
+    pub shipment_id: String,
+}
+
+/// Why an order was cancelled; the step that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    PaymentFailed,
+    StockFailed,
+    ShippingFailed,
+}
+
+/// Terminal: the order failed. Whoever acted on it must undo what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: OrderId,
+    pub reason: CancelReason,
+    pub detail: String,
+}
+
+/// Compensation: payment gave back exactly what it charged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub order_id: OrderId,
+    pub customer_id: String,
+    pub amount_cents: u64,
+}
+
+/// Compensation: inventory put back exactly what it reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReleased {
+    pub order_id: OrderId,
+    pub items: Vec<StockLine>,
+}
+
+/// A record a service could not process, parked with its origin so nothing is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The order the record seems to be about, when that much could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    /// The service that could not process it.
+    pub service: String,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    /// A stable, low-cardinality code (`invalid_json`, `invalid_field`, …).
+    pub error_code: String,
+    /// The reason, for people.
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The original value when it is UTF-8 …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// … or its bytes in hex when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_hex: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+macro_rules! events {
+    ($($name:ident),* $(,)?) => {
+        /// Any saga event. Variant, payload type, topic and event type share one name.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Event {
+            $($name($name),)*
+        }
+
+        impl Event {
+            /// The topic this event is published on (and its event type).
+            pub fn topic(&self) -> Topic {
+                match self {
+                    $(Event::$name(_) => Topic::$name,)*
+                }
+            }
+
+            /// The payload as JSON.
+            pub fn to_json(&self) -> Vec<u8> {
+                // Serializing these plain structs (string keys, no maps with non-string keys)
+                // cannot fail.
+                let result = match self {
+                    $(Event::$name(e) => serde_json::to_vec(e),)*
+                };
+                result.unwrap_or_default()
+            }
+
+            /// Parses the payload of an event of type `topic`, naming the field that is wrong.
+            pub(crate) fn parse(topic: Topic, json: &[u8]) -> Result<Event, crate::DecodeError> {
+                Ok(match topic {
+                    $(Topic::$name => Event::$name(crate::envelope::parse_json(json)?),)*
+                })
+            }
+        }
+
+        $(
+            impl From<$name> for Event {
+                fn from(e: $name) -> Self {
+                    Event::$name(e)
+                }
+            }
+        )*
+    };
+}
+
+events!(
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    StockReserved,
+    StockFailed,
+    ShipmentScheduled,
+    ShippingFailed,
+    OrderCompleted,
+    OrderCancelled,
+    PaymentRefunded,
+    StockReleased,
+    DeadLetter,
+);
+
+impl Event {
+    /// The order this event is about. `None` only for a dead letter whose order is unknown.
+    pub fn order_id(&self) -> Option<&OrderId> {
+        Some(match self {
+            Event::OrderCreated(e) => &e.order_id,
+            Event::PaymentCompleted(e) => &e.order_id,
+            Event::PaymentFailed(e) => &e.order_id,
+            Event::StockReserved(e) => &e.order_id,
+            Event::StockFailed(e) => &e.order_id,
+            Event::ShipmentScheduled(e) => &e.order_id,
+            Event::ShippingFailed(e) => &e.order_id,
+            Event::OrderCompleted(e) => &e.order_id,
+            Event::OrderCancelled(e) => &e.order_id,
+            Event::PaymentRefunded(e) => &e.order_id,
+            Event::StockReleased(e) => &e.order_id,
+            Event::DeadLetter(e) => return e.order_id.as_ref(),
+        })
+    }
+
+    /// Checks what the types cannot: non-empty ids, positive quantities, a total that fits.
+    /// Returns the path of the offending field and why.
+    pub(crate) fn validate(&self) -> Result<(), (String, &'static str)> {
+        fn non_empty(field: &str, value: &str) -> Result<(), (String, &'static str)> {
+            if value.trim().is_empty() {
+                Err((field.to_owned(), "must not be empty"))
+            } else {
+                Ok(())
+            }
+        }
+        fn lines(items: &[LineItem]) -> Result<(), (String, &'static str)> {
+            if items.is_empty() {
+                return Err(("items".into(), "must list at least one line"));
+            }
+            for (i, line) in items.iter().enumerate() {
+                non_empty(&format!("items[{i}].sku"), &line.sku)?;
+                if line.quantity == 0 {
+                    return Err((format!("items[{i}].quantity"), "must be positive"));
+                }
+            }
+            if total_cents(items).is_none() {
+                return Err(("items".into(), "order total overflows"));
+            }
+            Ok(())
+        }
+        fn stock_lines(items: &[StockLine]) -> Result<(), (String, &'static str)> {
+            for (i, line) in items.iter().enumerate() {
+                non_empty(&format!("items[{i}].sku"), &line.sku)?;
+                if line.quantity == 0 {
+                    return Err((format!("items[{i}].quantity"), "must be positive"));
+                }
+            }
+            Ok(())
+        }
+        if let Some(id) = self.order_id() {
+            non_empty("order_id", id.as_str())?;
+        }
+        match self {
+            Event::OrderCreated(e) => {
+                non_empty("customer_id", &e.customer_id)?;
+                lines(&e.items)?;
+                non_empty("ship_to.country", &e.ship_to.country)
+            }
+            Event::PaymentCompleted(e) => {
+                lines(&e.items)?;
+                non_empty("ship_to.country", &e.ship_to.country)
+            }
+            Event::StockReserved(e) => stock_lines(&e.items),
+            Event::StockReleased(e) => stock_lines(&e.items),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_is_sum_of_lines_and_detects_overflow() {
+        let line = |q, p| LineItem { sku: "w".into(), quantity: q, unit_price_cents: p };
+        assert_eq!(total_cents(&[line(2, 1250), line(1, 5)]), Some(2505));
+        assert_eq!(total_cents(&[line(u32::MAX, u64::MAX)]), None);
+        assert_eq!(total_cents(&[line(1, u64::MAX), line(1, 1)]), None);
+    }
+
+    #[test]
+    fn every_topic_has_a_variant() {
+        // `Event::parse` is exhaustive over `Topic`; this pins the reverse direction.
+        let created = Event::OrderCreated(OrderCreated {
+            order_id: "o".into(),
+            customer_id: "c".into(),
+            items: vec![],
+            ship_to: Address::default(),
+        });
+        assert_eq!(created.topic(), Topic::OrderCreated);
+    }
+}

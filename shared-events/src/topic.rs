@@ -1,0 +1,104 @@
+//! Topic names. Each topic carries exactly one event type and is named after it.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Every topic of the saga. `Topic::X.as_str()` is both the topic name and the event type `X`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    StockReserved,
+    StockFailed,
+    ShipmentScheduled,
+    ShippingFailed,
+    OrderCompleted,
+    OrderCancelled,
+    PaymentRefunded,
+    StockReleased,
+    DeadLetter,
+}
+
+impl Topic {
+    /// All topics, in saga order; `DeadLetter` last.
+    pub const ALL: [Topic; 12] = [
+        Topic::OrderCreated,
+        Topic::PaymentCompleted,
+        Topic::PaymentFailed,
+        Topic::StockReserved,
+        Topic::StockFailed,
+        Topic::ShipmentScheduled,
+        Topic::ShippingFailed,
+        Topic::OrderCompleted,
+        Topic::OrderCancelled,
+        Topic::PaymentRefunded,
+        Topic::StockReleased,
+        Topic::DeadLetter,
+    ];
+
+    /// The topic's name, which is also the event type it carries.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Topic::OrderCreated => "OrderCreated",
+            Topic::PaymentCompleted => "PaymentCompleted",
+            Topic::PaymentFailed => "PaymentFailed",
+            Topic::StockReserved => "StockReserved",
+            Topic::StockFailed => "StockFailed",
+            Topic::ShipmentScheduled => "ShipmentScheduled",
+            Topic::ShippingFailed => "ShippingFailed",
+            Topic::OrderCompleted => "OrderCompleted",
+            Topic::OrderCancelled => "OrderCancelled",
+            Topic::PaymentRefunded => "PaymentRefunded",
+            Topic::StockReleased => "StockReleased",
+            Topic::DeadLetter => "DeadLetter",
+        }
+    }
+
+    /// Compensation events undo an earlier step; logs and tools mark them.
+    pub const fn is_compensation(self) -> bool {
+        matches!(self, Topic::PaymentRefunded | Topic::StockReleased)
+    }
+
+    /// Terminal events end a saga.
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, Topic::OrderCompleted | Topic::OrderCancelled)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name is not one of the saga's topics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a saga topic or event type")]
+pub struct UnknownTopic(pub String);
+
+impl FromStr for Topic {
+    type Err = UnknownTopic;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Topic::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownTopic(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_roundtrip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for t in Topic::ALL {
+            assert_eq!(t.as_str().parse::<Topic>(), Ok(t));
+            assert!(seen.insert(t.as_str()));
+        }
+        assert!("orderCreated".parse::<Topic>().is_err());
+    }
+}
