@@ -1,1 +1,74 @@
-//! stub
+//! The durable consume → commit → publish loop that every saga service runs on, written once.
+//!
+//! A service supplies its rules as a [`Service`]: the topics it consumes, its state tables, and
+//! a `handle` function from one event to the events it emits. The runtime does all the I/O:
+//!
+//! ```text
+//!            ┌──────────── one fetch task per (input topic, partition) ───────────┐
+//!  Kafka ──▶ │ fetch from the stored offset ─▶ channel                            │
+//!            └─────────────────────────────────────┬──────────────────────────────┘
+//!                                                  ▼
+//!   batch ─▶ decode ──bad──▶ DeadLetter entry ─────┐
+//!              │ok                                  │
+//!              ▼                                    ▼
+//!      already applied? ─yes─▶ skip        ┌─ one sled batch (atomic) ──────────┐
+//!              │no                         │ changed state rows                 │
+//!              ▼                           │ outbox entries (events to emit)    │
+//!      Service::handle ──▶ events ───────▶ │ next offsets, applied event ids    │
+//!                                          └──────────────┬─────────────────────┘
+//!                                                  flush (fsync)
+//!                                                         ▼
+//!                             publish outbox to Kafka ─▶ delete published entries
+//! ```
+//!
+//! On start the runtime publishes whatever the outbox still holds, then resumes fetching at the
+//! stored offsets. Effects happen exactly once (state, offsets and applied ids change together);
+//! publishing is at least once (a crash after the flush republishes), and consumers drop
+//! duplicates by event id.
+//!
+//! # Layout
+//! - [`config`]: flags and environment shared by every binary.
+//! - [`engine`]: the loop above ([`run`]).
+//! - [`kafka`]: connecting, topic creation, fetch tasks, the publisher.
+//! - [`store`]: the sled store (state rows, offsets, outbox, applied ids).
+//! - [`state`]: [`Table`], the in-memory map rules read and write.
+//! - [`logging`], [`shutdown`]: tracing set-up; Ctrl-C/SIGTERM.
+
+pub mod config;
+pub mod engine;
+pub mod kafka;
+pub mod logging;
+pub mod shutdown;
+pub mod state;
+pub mod store;
+
+use serde::de::DeserializeOwned;
+use shared_events::{Envelope, Event, Topic};
+
+pub use config::{LogFormat, RuntimeArgs, RuntimeConfig};
+pub use engine::{main, run, RuntimeError};
+pub use logging::init_logging;
+pub use shutdown::shutdown_signal;
+pub use state::{PersistentTable, Table};
+
+/// A saga participant's rules and state, free of I/O.
+///
+/// `handle` must be deterministic given the state, the event and `now_ms`: the runtime
+/// relies on that to make a replayed batch produce the same effects and event ids.
+pub trait Service: Default + Send + 'static {
+    /// The binary's name, e.g. `payment-service`; used in logs and dead letters.
+    const NAME: &'static str;
+    /// The topics it reads.
+    const CONSUMES: &'static [Topic];
+    /// The data loaded on first start (demo data by default, or `--seed FILE`).
+    type Seed: DeserializeOwned + Default;
+
+    /// Fills an empty store.
+    fn seed(&mut self, seed: Self::Seed);
+
+    /// Reacts to one event from `CONSUMES`; returns the events to emit.
+    fn handle(&mut self, input: &Envelope, now_ms: i64) -> Vec<Event>;
+
+    /// The tables that make up the state, for loading and persisting.
+    fn tables(&mut self) -> Vec<&mut dyn PersistentTable>;
+}

@@ -282,6 +282,15 @@ pub fn decode_record(raw: RawRecord<'_>) -> Result<Envelope, DecodeError> {
     })
 }
 
+/// The `order_id` of a payload that failed to decode, when that much can be read.
+pub fn sniff_order_id(json: &[u8]) -> Option<crate::OrderId> {
+    #[derive(Deserialize)]
+    struct Sniff {
+        order_id: crate::OrderId,
+    }
+    serde_json::from_slice::<Sniff>(json).ok().map(|s| s.order_id).filter(|o| !o.0.is_empty())
+}
+
 /// Deserializes JSON, turning serde's message into the path of the wrong field and a reason.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, DecodeError> {
     let de = &mut serde_json::Deserializer::from_slice(json);

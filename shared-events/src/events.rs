@@ -228,6 +228,37 @@ pub struct DeadLetter {
     pub headers: BTreeMap<String, String>,
 }
 
+macro_rules! reason_codes {
+    ($($ty:ident { $($variant:ident => $code:literal),* $(,)? })*) => {$(
+        impl $ty {
+            /// The snake_case code, as on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $code,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+reason_codes! {
+    PaymentFailureReason { InsufficientFunds => "insufficient_funds", UnknownCustomer => "unknown_customer" }
+    StockFailureReason { OutOfStock => "out_of_stock", UnknownSku => "unknown_sku" }
+    ShippingFailureReason { DestinationNotServed => "destination_not_served" }
+    CancelReason { PaymentFailed => "payment_failed", StockFailed => "stock_failed", ShippingFailed => "shipping_failed" }
+}
+
+/// `widget×2, gadget×1`: stock lines for people.
+pub fn describe_lines(lines: &[StockLine]) -> String {
+    lines.iter().map(|l| format!("{}×{}", l.sku, l.quantity)).collect::<Vec<_>>().join(", ")
+}
+
 macro_rules! events {
     ($($name:ident),* $(,)?) => {
         /// Any saga event. Variant, payload type, topic and event type share one name.
@@ -370,6 +401,15 @@ mod tests {
         assert_eq!(total_cents(&[line(2, 1250), line(1, 5)]), Some(2505));
         assert_eq!(total_cents(&[line(u32::MAX, u64::MAX)]), None);
         assert_eq!(total_cents(&[line(1, u64::MAX), line(1, 1)]), None);
+    }
+
+    #[test]
+    fn reason_codes_match_the_wire() {
+        for r in [CancelReason::PaymentFailed, CancelReason::StockFailed, CancelReason::ShippingFailed] {
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{r}\""));
+        }
+        assert_eq!(serde_json::to_string(&StockFailureReason::UnknownSku).unwrap(), "\"unknown_sku\"");
+        assert_eq!(serde_json::to_string(&PaymentFailureReason::InsufficientFunds).unwrap(), "\"insufficient_funds\"");
     }
 
     #[test]

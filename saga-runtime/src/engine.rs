@@ -1,0 +1,372 @@
+//! The loop itself: start-up, batches, commit, publish, graceful stop.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shared_events::envelope::{decode_record, RawRecord};
+use shared_events::{DeadLetter, Envelope, Event, EventId, Metadata, Topic, SCHEMA_VERSION};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{RuntimeArgs, RuntimeConfig};
+use crate::kafka::{self, Fetched, KafkaEdgeError, Publisher};
+use crate::store::{Commit, OutboxEntry, OutboxKey, Store, StoreError};
+use crate::Service;
+
+/// Why a service stopped on its own. Broker outages are not here: the loop rides them out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("seed file {path}: {reason}")]
+    Seed { path: String, reason: String },
+    #[error(transparent)]
+    Kafka(#[from] KafkaEdgeError),
+}
+
+/// Runs a service binary: logging, config check, the loop until Ctrl-C/SIGTERM.
+/// A bad setting or a fatal error prints one line and exits non-zero.
+pub fn main<S: Service>(args: RuntimeArgs) -> ExitCode {
+    crate::init_logging(args.log_format);
+    let config = match args.into_config(S::NAME) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: error: {e}", S::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: error: cannot start the async runtime: {e}", S::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::<S>(config, crate::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "stopped");
+            eprintln!("{}: error: {e}", S::NAME);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `S` until `shutdown` completes. Stops between batches: the batch in hand is
+/// committed and published (or left in the outbox if the broker is down) before returning.
+pub async fn run<S: Service>(
+    config: RuntimeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    tokio::pin!(shutdown);
+    let mut service = S::default();
+    let mut store = open_store(&config)?;
+    store.load_tables(service.tables())?;
+    seed_if_new(&mut service, &mut store, &config).await?;
+
+    let Some((client, partitions)) = connect(&config, &mut shutdown).await? else {
+        return Ok(());
+    };
+    let mut publisher = Publisher::new(Arc::clone(&client), config.topic_prefix.clone());
+
+    // 1. Whatever a previous run committed but did not publish goes out first.
+    let pending = store.outbox()?;
+    if !pending.is_empty() {
+        info!(count = pending.len(), "publishing events left in the outbox by the previous run");
+        if !publish(&mut publisher, &store, pending, &config, &mut shutdown).await? {
+            return stop(&store).await;
+        }
+    }
+
+    // 2. Resume every input partition where the store says we stopped.
+    let offsets = store.offsets()?;
+    let (tx, mut rx) = mpsc::channel::<Fetched>(64);
+    let mut fetchers = JoinSet::new();
+    for &topic in S::CONSUMES {
+        for partition in 0..partitions {
+            let from = offsets.get(&(topic, partition)).copied();
+            fetchers.spawn(kafka::fetch_partition(
+                Arc::clone(&client),
+                config.clone(),
+                topic,
+                partition,
+                from,
+                tx.clone(),
+            ));
+        }
+    }
+    drop(tx);
+    info!(
+        consumes = ?S::CONSUMES.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        partitions,
+        data_dir = %config.data_dir.display(),
+        "{} ready", S::NAME
+    );
+
+    // 3. Batches until asked to stop.
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            fetched = rx.recv() => match fetched {
+                Some(f) => f,
+                None => break,
+            },
+        };
+        let mut batch = vec![first];
+        let mut records = batch[0].records.len();
+        while records < config.max_batch {
+            match rx.try_recv() {
+                Ok(f) => {
+                    records += f.records.len();
+                    batch.push(f);
+                }
+                Err(_) => break,
+            }
+        }
+        let commit = process_batch(&mut service, &store, batch, now_ms())?;
+        let written = store.commit(commit)?;
+        store.flush().await?;
+        if !written.is_empty() && !publish(&mut publisher, &store, written, &config, &mut shutdown).await? {
+            break;
+        }
+    }
+    fetchers.shutdown().await;
+    stop(&store).await
+}
+
+async fn stop(store: &Store) -> Result<(), RuntimeError> {
+    store.flush().await?;
+    info!("stopped cleanly");
+    Ok(())
+}
+
+fn open_store(config: &RuntimeConfig) -> Result<Store, RuntimeError> {
+    Ok(Store::open(&config.data_dir, config.cache_bytes)?)
+}
+
+/// On first start, writes the seed (a file, or the service's demo data) in one commit.
+async fn seed_if_new<S: Service>(
+    service: &mut S,
+    store: &mut Store,
+    config: &RuntimeConfig,
+) -> Result<(), RuntimeError> {
+    let seed = match &config.seed {
+        Some(path) => {
+            let err = |reason: String| RuntimeError::Seed { path: path.display().to_string(), reason };
+            let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            Some(serde_json::from_slice::<S::Seed>(&text).map_err(|e| err(e.to_string()))?)
+        }
+        None => None,
+    };
+    if store.is_seeded()? {
+        if seed.is_some() {
+            warn!("--seed ignored: the store already holds data (delete the data directory to reseed)");
+        }
+        return Ok(());
+    }
+    info!(source = if seed.is_some() { "seed file" } else { "demo data" }, "first start: seeding the store");
+    service.seed(seed.unwrap_or_default());
+    let mut commit = Commit { seeded: true, ..Commit::default() };
+    commit.add_table_changes(service.tables());
+    store.commit(commit)?;
+    store.flush().await?;
+    Ok(())
+}
+
+/// Connects and prepares topics, retrying while the broker is unreachable.
+/// `None` if shutdown was requested first.
+async fn connect(
+    config: &RuntimeConfig,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<(Arc<rskafka::client::Client>, i32)>, RuntimeError> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let ready = async {
+            let client = kafka::connect(config).await?;
+            let partitions = kafka::ensure_topics(&client, config).await?;
+            Ok::<_, KafkaEdgeError>((Arc::new(client), partitions))
+        };
+        let result = tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return Ok(None),
+            r = ready => r,
+        };
+        match result {
+            Ok(ready) => return Ok(Some(ready)),
+            Err(e @ KafkaEdgeError::PartitionMismatch(_)) => return Err(e.into()),
+            Err(error) => {
+                if attempt == 1 || attempt % 10 == 0 {
+                    warn!(%error, attempt, "Kafka not ready; retrying");
+                }
+                tokio::select! {
+                    biased;
+                    () = shutdown.as_mut() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(config.max_backoff);
+            }
+        }
+    }
+}
+
+/// Publishes entries and deletes them from the outbox, retrying with backoff while Kafka is
+/// unreachable. Returns `false` if shutdown came first (the entries stay in the outbox).
+async fn publish(
+    publisher: &mut Publisher,
+    store: &Store,
+    entries: Vec<(OutboxKey, OutboxEntry)>,
+    config: &RuntimeConfig,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<bool, RuntimeError> {
+    let refs: Vec<&OutboxEntry> = entries.iter().map(|(_, e)| e).collect();
+    let mut delay = Duration::from_millis(100);
+    let mut failing = false;
+    loop {
+        let result = tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return Ok(false),
+            r = publisher.publish(&refs) => r,
+        };
+        match result {
+            Ok(()) => {
+                if failing {
+                    info!(count = refs.len(), "published after broker outage");
+                }
+                debug!(count = refs.len(), "published");
+                store.remove_outbox(entries.into_iter().map(|(k, _)| k))?;
+                return Ok(true);
+            }
+            Err(error) => {
+                if !failing {
+                    warn!(%error, pending = refs.len(), "publish failed; events stay in the outbox, retrying with backoff");
+                    failing = true;
+                }
+                tokio::select! {
+                    biased;
+                    () = shutdown.as_mut() => return Ok(false),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(config.max_backoff);
+            }
+        }
+    }
+}
+
+/// Decodes, deduplicates and applies one batch; returns everything it changed.
+fn process_batch<S: Service>(
+    service: &mut S,
+    store: &Store,
+    batch: Vec<Fetched>,
+    now_ms: i64,
+) -> Result<Commit, StoreError> {
+    let mut commit = Commit::default();
+    let mut seen = HashSet::new();
+    for fetched in batch {
+        for rec in &fetched.records {
+            let raw = RawRecord {
+                topic: fetched.topic,
+                key: rec.record.key.as_deref(),
+                value: rec.record.value.as_deref(),
+                headers: &rec.record.headers,
+                timestamp_ms: rec.record.timestamp.timestamp_millis(),
+            };
+            match decode_record(raw) {
+                Err(error) => {
+                    warn!(
+                        topic = %fetched.topic, partition = fetched.partition, offset = rec.offset,
+                        error_code = error.code(), %error,
+                        "bad record parked on DeadLetter"
+                    );
+                    let letter = dead_letter(S::NAME, &fetched, rec, &error, now_ms);
+                    commit.outbox.push(outbox_entry(&letter, fetched.partition));
+                }
+                Ok(input) => {
+                    let id = input.meta.event_id;
+                    let order_id = input.event.order_id().map(|o| o.as_str()).unwrap_or_default();
+                    if !seen.insert(id) || store.is_applied(id)? {
+                        info!(order_id, event = %input.meta.event_type, event_id = %id, "duplicate ignored");
+                    } else {
+                        let since_order_ms = now_ms.saturating_sub(input.meta.saga_started_at_ms);
+                        let span = tracing::info_span!("step", since_order_ms);
+                        let outputs = span.in_scope(|| service.handle(&input, now_ms));
+                        for event in outputs {
+                            let out = Envelope::caused_by(&input.meta, event, now_ms);
+                            commit.outbox.push(outbox_entry(&out, fetched.partition));
+                        }
+                        commit.applied.push(id);
+                    }
+                }
+            }
+            commit.offsets.insert((fetched.topic, fetched.partition), rec.offset + 1);
+        }
+    }
+    commit.add_table_changes(service.tables());
+    Ok(commit)
+}
+
+fn outbox_entry(envelope: &Envelope, partition: i32) -> OutboxEntry {
+    let record = envelope.encode();
+    OutboxEntry {
+        topic: envelope.meta.event_type.as_str().to_owned(),
+        partition,
+        key: record.key,
+        value: String::from_utf8_lossy(&record.value).into_owned(),
+        headers: record.headers,
+    }
+}
+
+/// The dead letter for a record `service` could not decode: origin, reason, and the record.
+fn dead_letter(
+    service: &str,
+    fetched: &Fetched,
+    rec: &rskafka::record::RecordAndOffset,
+    error: &shared_events::DecodeError,
+    now_ms: i64,
+) -> Envelope {
+    let value = rec.record.value.as_deref().unwrap_or_default();
+    let (payload, payload_hex) = match std::str::from_utf8(value) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (None, Some(value.iter().map(|b| format!("{b:02x}")).collect())),
+    };
+    let letter = DeadLetter {
+        order_id: shared_events::envelope::sniff_order_id(value),
+        service: service.to_owned(),
+        source_topic: fetched.topic.as_str().to_owned(),
+        source_partition: fetched.partition,
+        source_offset: rec.offset,
+        error_code: error.code().to_owned(),
+        error: error.to_string(),
+        key: rec.record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
+        payload,
+        payload_hex,
+        headers: rec
+            .record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect(),
+    };
+    Envelope {
+        meta: Metadata {
+            event_id: EventId::dead_letter(service, fetched.topic.as_str(), fetched.partition, rec.offset),
+            event_type: Topic::DeadLetter,
+            schema_version: SCHEMA_VERSION,
+            causation_id: None,
+            occurred_at_ms: now_ms,
+            saga_started_at_ms: now_ms,
+        },
+        event: Event::DeadLetter(letter),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

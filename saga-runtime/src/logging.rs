@@ -1,0 +1,22 @@
+//! Logging set-up: `tracing` with an `EnvFilter` (`RUST_LOG`, default `info`), readable or JSON.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Field names used across services, so logs can be searched by one name.
+pub mod fields {
+    pub const ORDER_ID: &str = "order_id";
+}
+
+/// Installs the global subscriber once; later calls do nothing.
+pub fn init_logging(format: LogFormat) {
+    // rskafka reports every reconnect attempt itself; the runtime logs one clear line instead.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rskafka=off,sled=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+}

@@ -1,0 +1,27 @@
+//! shipping-service: books parcels.
+//!
+//! Consumes                    Decides                               Emits
+//! StockReserved       ──▶  is the destination country served? ──▶  ShipmentScheduled
+//!                                                                  | ShippingFailed
+//!                                                                    (destination_not_served)
+//!
+//! Shipping is the last step, so it has nothing to compensate.
+//! State (sled): `countries` (served), `shipments` (order → scheduled/refused).
+//! Demo countries on first start: US CA GB DE FR NL JP (`--seed FILE` replaces them).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use shipping_service::Shipping;
+
+/// Books shipments for the order saga.
+#[derive(Parser)]
+#[command(name = "shipping-service", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    runtime: saga_runtime::RuntimeArgs,
+}
+
+fn main() -> ExitCode {
+    saga_runtime::main::<Shipping>(Cli::parse().runtime)
+}
