@@ -8,7 +8,8 @@
 #   scripts/kafka.sh reset     stop and delete its data
 #
 # Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1),
-# KAFKA_HOME (<repo>/.kafka): where jars, data, config and logs live.
+# KAFKA_HOME (<repo>/.kafka): where data, config and logs live (jars stay in <repo>/.kafka/libs),
+# KAFKA_STOP_WITH_PID: stop the broker and delete its data once that process is gone (tests).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -86,6 +87,12 @@ start() {
   java_args
   nohup java "${java_opts[@]}" kafka.Kafka "$run/server.properties" >"$run/logs/broker.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
+  if [ -n "${KAFKA_STOP_WITH_PID:-}" ]; then
+    # A test run owns this broker: stop it and remove its data when the test process exits.
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+      kill -TERM "$2" 2>/dev/null; for _ in $(seq 1 30); do kill -0 "$2" 2>/dev/null || break; sleep 0.5; done
+      kill -KILL "$2" 2>/dev/null; rm -rf "$3"; rmdir "$4" 2>/dev/null' _ "$KAFKA_STOP_WITH_PID" "$(cat "$pidfile")" "$run" "$home" >/dev/null 2>&1 </dev/null &
+  fi
   for _ in $(seq 1 120); do
     if answers; then say "broker answers on 127.0.0.1:$port"; return; fi
     if ! alive; then say "broker exited during start-up; last lines of its log:"; tail -20 "$run/logs/broker.log" >&2; exit 1; fi

@@ -1,0 +1,342 @@
+//! Test support: a real Kafka broker, the real service binaries, and helpers that wait for
+//! conditions (never for time).
+//!
+//! - The broker: `KAFKA_BOOTSTRAP_SERVERS` if set, otherwise one started by
+//!   `scripts/kafka.sh` on free ports for this test binary, stopped when it exits.
+//!   A missing broker fails the test loudly; it is never skipped.
+//! - Each [`Deployment`] has its own topic prefix and data directories, so tests running in
+//!   parallel never see each other's events.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use shared_events::envelope::{decode_record, RawRecord};
+use shared_events::partitioner::partition_for_key;
+use shared_events::{Envelope, Topic};
+
+/// Upper bound for any single condition a test waits for.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub const SERVICES: [&str; 4] = ["order-service", "payment-service", "inventory-service", "shipping-service"];
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The broker's bootstrap address, starting one for this test binary if none is configured.
+pub fn bootstrap() -> &'static str {
+    static BOOTSTRAP: OnceLock<String> = OnceLock::new();
+    BOOTSTRAP.get_or_init(|| {
+        if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            return servers;
+        }
+        let (port, controller) = (free_port(), free_port());
+        let home = repo_root().join("target").join("test-kafka").join(format!("{}", std::process::id()));
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/kafka.sh"))
+            .arg("start")
+            .env("KAFKA_PORT", port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", controller.to_string())
+            .env("KAFKA_HOME", &home)
+            .env("KAFKA_STOP_WITH_PID", std::process::id().to_string())
+            .status()
+            .expect("run scripts/kafka.sh");
+        assert!(status.success(), "could not start a Kafka broker with scripts/kafka.sh (needs java and mvn)");
+        format!("127.0.0.1:{port}")
+    })
+}
+
+/// Where the service binaries are; builds them (once per test binary) so they are current.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap().to_owned(); // target/<profile>/deps/..
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.current_dir(repo_root()).args(["build", "--quiet", "--bins"]);
+        for s in SERVICES {
+            build.args(["-p", s]);
+        }
+        if release {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success(), "building the service binaries failed");
+        dir
+    })
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `TEST_TIMEOUT` with what it waited
+/// for, the last value seen and `context()` (typically the services' log tails).
+pub async fn wait_until<T, F, Fut>(what: &str, mut probe: F, context: impl Fn() -> String) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}\nlast seen: {last}\n{}", context());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now() -> rskafka::chrono::DateTime<rskafka::chrono::Utc> {
+    use rskafka::chrono::TimeZone;
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    rskafka::chrono::Utc.timestamp_millis_opt(ms).unwrap()
+}
+
+/// One running (or stopped) service binary.
+pub struct ServiceProc {
+    pub name: &'static str,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ServiceProc {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(bin_dir().join(self.name))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL: a crash at an arbitrary instruction.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub async fn term(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("service not running");
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not stop within 30 s of SIGTERM\n{}", self.name, tail(&self.log, 30));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// An event read back from a topic, with where it was.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub partition: i32,
+    pub offset: i64,
+    pub envelope: Envelope,
+}
+
+/// Four services on one broker, with their own topic prefix and data directories.
+pub struct Deployment {
+    pub prefix: String,
+    pub bootstrap: String,
+    pub partitions: i32,
+    pub root: tempfile::TempDir,
+    pub services: BTreeMap<&'static str, ServiceProc>,
+    client: Arc<Client>,
+}
+
+impl Deployment {
+    /// Prepares (does not start) the four services; `extra` args go to every service.
+    pub async fn new(partitions: i32, extra: &[&str]) -> Deployment {
+        let bootstrap = bootstrap().to_owned();
+        let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let root = tempfile::tempdir().unwrap();
+        let mut services = BTreeMap::new();
+        for name in SERVICES {
+            let data_dir = root.path().join(name);
+            let mut args = vec![
+                "--bootstrap-servers".to_owned(),
+                bootstrap.clone(),
+                "--data-dir".to_owned(),
+                data_dir.display().to_string(),
+                "--topic-prefix".to_owned(),
+                prefix.clone(),
+                "--partitions".to_owned(),
+                partitions.to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let log = root.path().join(format!("{name}.log"));
+            services.insert(name, ServiceProc { name, data_dir, log, args, child: None });
+        }
+        let client = ClientBuilder::new(vec![bootstrap.clone()]).build().await.expect("connect to the test broker");
+        Deployment { prefix, bootstrap, partitions, root, services, client: Arc::new(client) }
+    }
+
+    /// Starts all four and waits until each has said it is ready (so topics exist).
+    pub async fn start_all(&mut self) {
+        for s in self.services.values_mut() {
+            s.start();
+        }
+        for name in SERVICES {
+            self.wait_ready(name).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, name: &'static str) {
+        let needle = format!("{name} ready");
+        let svc = &self.services[name];
+        wait_until(&needle, || async { if svc.log_text().contains(&needle) { Ok(()) } else { Err(tail(&svc.log, 3)) } }, || self.logs()).await;
+    }
+
+    pub fn service(&mut self, name: &str) -> &mut ServiceProc {
+        self.services.get_mut(name).unwrap()
+    }
+
+    pub fn topic(&self, t: Topic) -> String {
+        format!("{}{t}", self.prefix)
+    }
+
+    /// Every service's last log lines, for failure messages.
+    pub fn logs(&self) -> String {
+        self.services
+            .values()
+            .map(|s| format!("--- {} ---\n{}", s.name, tail(&s.log, 25)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Publishes like a tool: headers and the Java partitioner's choice of partition.
+    pub async fn publish(&self, envelope: &Envelope) -> i32 {
+        let rec = envelope.encode();
+        let partition = partition_for_key(rec.key.as_bytes(), self.partitions);
+        self.produce(envelope.meta.event_type, partition, Some(rec.key.into_bytes()), rec.value,
+            rec.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()).await;
+        partition
+    }
+
+    /// Produces raw bytes to a partition (duplicates, garbage).
+    pub async fn produce(&self, topic: Topic, partition: i32, key: Option<Vec<u8>>, value: Vec<u8>, headers: BTreeMap<String, Vec<u8>>) {
+        let pc = self.client.partition_client(self.topic(topic), partition, UnknownTopicHandling::Retry).await.unwrap();
+        let record = Record { key, value: Some(value), headers, timestamp: now() };
+        pc.produce(vec![record], Compression::NoCompression).await.unwrap();
+    }
+
+    /// Publishes a hand-typed record the way the README does: kcat, key = order id, Java partitioner.
+    pub fn kcat_publish(&self, topic: Topic, key: &str, value: &str) {
+        let mut child = Command::new("kcat")
+            .args(["-P", "-b", &self.bootstrap, "-t", &self.topic(topic), "-K", "\t", "-X", "partitioner=murmur2_random"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("kcat is required for the system tests (apt-get install kcat)");
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{key}\t{value}").unwrap();
+        assert!(child.wait().unwrap().success(), "kcat failed");
+    }
+
+    /// Every record on a topic, decoded (records that do not decode are returned as errors).
+    pub async fn read(&self, topic: Topic) -> Vec<Result<Seen, String>> {
+        let mut out = Vec::new();
+        for partition in 0..self.partitions {
+            let pc = self.client.partition_client(self.topic(topic), partition, UnknownTopicHandling::Retry).await.unwrap();
+            let end = pc.get_offset(OffsetAt::Latest).await.unwrap();
+            let mut offset = 0;
+            while offset < end {
+                let (records, _) = pc.fetch_records(offset, 1..10_000_000, 100).await.unwrap();
+                for r in records {
+                    offset = offset.max(r.offset + 1);
+                    let raw = RawRecord {
+                        topic,
+                        key: r.record.key.as_deref(),
+                        value: r.record.value.as_deref(),
+                        headers: &r.record.headers,
+                        timestamp_ms: r.record.timestamp.timestamp_millis(),
+                    };
+                    out.push(decode_record(raw).map(|envelope| Seen { partition, offset: r.offset, envelope }).map_err(|e| e.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The decodable events on a topic about `order_id`.
+    pub async fn events_for(&self, topic: Topic, order_id: &str) -> Vec<Seen> {
+        self.read(topic)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|s| s.envelope.event.order_id().is_some_and(|o| o.as_str() == order_id))
+            .collect()
+    }
+
+    /// Stops every running service with SIGTERM and asserts each exits 0.
+    pub async fn stop_all(&mut self) {
+        let names: Vec<_> = self.services.keys().copied().collect();
+        for name in names {
+            let svc = self.services.get_mut(name).unwrap();
+            if svc.is_running() {
+                let status = svc.term().await;
+                assert!(status.success(), "{name} exited with {status} after SIGTERM\n{}", tail(&svc.log, 30));
+            }
+        }
+    }
+
+    /// A table of a stopped service's store.
+    pub fn table<V: serde::de::DeserializeOwned>(&self, service: &str, table: &str) -> BTreeMap<String, V> {
+        let svc = &self.services[service];
+        assert!(!svc.is_running(), "stop {service} before reading its store");
+        let store = saga_runtime::store::Store::open(&svc.data_dir, 1 << 20).unwrap();
+        store.read_table(table).unwrap()
+    }
+}
