@@ -85,7 +85,8 @@ start() {
   configure
   say "starting broker on 127.0.0.1:$port (logs: $run/logs/broker.log)"
   java_args
-  nohup java "${java_opts[@]}" kafka.Kafka "$run/server.properties" >"$run/logs/broker.log" 2>&1 </dev/null &
+  # Its own session: a Ctrl-C meant for scripts that started it does not reach the broker.
+  setsid nohup java "${java_opts[@]}" kafka.Kafka "$run/server.properties" >"$run/logs/broker.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   if [ -n "${KAFKA_STOP_WITH_PID:-}" ]; then
     # A test run owns this broker: stop it and remove its data when the test process exits.

@@ -135,7 +135,7 @@ impl Inventory {
             }
             Some(Reservation::Released { .. } | Reservation::CancelledBeforeReserve) => None,
             None => {
-                info!(order_id = %order_id, "order cancelled before inventory saw it; it will not be reserved");
+                info!(order_id = %order_id, "order cancelled with nothing reserved; a late payment will not reserve it");
                 self.reservations.insert(order_id, Reservation::CancelledBeforeReserve);
                 None
             }

@@ -280,8 +280,9 @@ fn process_batch<S: Service>(
             };
             match decode_record(raw) {
                 Err(error) => {
+                    let key = rec.record.key.as_deref().map(String::from_utf8_lossy);
                     warn!(
-                        topic = %fetched.topic, partition = fetched.partition, offset = rec.offset,
+                        topic = %fetched.topic, partition = fetched.partition, offset = rec.offset, key = key.as_deref(),
                         error_code = error.code(), %error,
                         "bad record parked on DeadLetter"
                     );
