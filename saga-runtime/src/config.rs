@@ -55,6 +55,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "SAGA_FETCH_WAIT_MS", default_value_t = 250,
           value_parser = clap::value_parser!(i32).range(1..=30_000))]
     pub fetch_wait_ms: i32,
+
+    /// Fault injection for tests: abort the process right after every Nth durable commit,
+    /// before its outbox is published (the window the outbox exists for).
+    #[arg(long, hide = true, env = "SAGA_FAULT_CRASH_AFTER_COMMIT",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub fault_crash_after_commit: Option<u32>,
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -81,6 +87,8 @@ pub struct RuntimeConfig {
     pub cache_bytes: u64,
     /// Longest wait between retries while the broker is unreachable.
     pub max_backoff: Duration,
+    /// See [`RuntimeArgs::fault_crash_after_commit`].
+    pub fault_crash_after_commit: Option<u32>,
 }
 
 /// A setting that cannot work; reported in one line at start-up.
@@ -117,6 +125,7 @@ impl RuntimeArgs {
             fetch_wait_ms: self.fetch_wait_ms,
             cache_bytes: 16 << 20,
             max_backoff: Duration::from_secs(5),
+            fault_crash_after_commit: self.fault_crash_after_commit,
         })
     }
 }

@@ -47,7 +47,8 @@ pub fn main<S: Service>(args: RuntimeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run::<S>(config, crate::shutdown_signal())) {
+    // Signal handlers go in before anything else, so a SIGTERM during start-up is graceful too.
+    match runtime.block_on(async { run::<S>(config, crate::shutdown_signal()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "stopped");
@@ -109,6 +110,7 @@ pub async fn run<S: Service>(
     );
 
     // 3. Batches until asked to stop.
+    let mut commits_with_output = 0u32;
     loop {
         let first = tokio::select! {
             biased;
@@ -132,6 +134,13 @@ pub async fn run<S: Service>(
         let commit = process_batch(&mut service, &store, batch, now_ms())?;
         let written = store.commit(commit)?;
         store.flush().await?;
+        if !written.is_empty() {
+            commits_with_output += 1;
+            if config.fault_crash_after_commit.is_some_and(|n| commits_with_output % n == 0) {
+                error!(pending = written.len(), "fault injection: aborting between commit and publish");
+                std::process::abort();
+            }
+        }
         if !written.is_empty() && !publish(&mut publisher, &store, written, &config, &mut shutdown).await? {
             break;
         }

@@ -40,7 +40,35 @@ pub enum KafkaEdgeError {
     PartitionMismatch(String),
     #[error("publishing to {topic}/{partition} failed: {source}")]
     Publish { topic: String, partition: i32, source: KafkaError },
+    #[error("fetching {topic}/{partition} failed: {source}")]
+    Fetch { topic: String, partition: i32, source: KafkaError },
+    #[error("topics not visible yet (just created?): {0}")]
+    TopicsNotReady(String),
+    #[error("no answer from Kafka within {0:?} ({1})")]
+    TimedOut(Duration, &'static str),
 }
+
+/// How long one call to the broker may take before we give up on it and back off.
+/// rskafka retries internally (and its retries nest), so without this bound an outage could
+/// go unreported for minutes.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Runs one broker call under [`CALL_TIMEOUT`] (plus `extra`, e.g. a fetch's long-poll wait).
+pub async fn bounded<T, E>(
+    what: &'static str,
+    extra: Duration,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, KafkaEdgeError>
+where
+    KafkaEdgeError: From<E>,
+{
+    let limit = CALL_TIMEOUT + extra;
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(KafkaEdgeError::from),
+        Err(_) => Err(KafkaEdgeError::TimedOut(limit, what)),
+    }
+}
+
 
 fn backoff(config: &RuntimeConfig) -> BackoffConfig {
     // rskafka retries forever by default, with waits of up to 500 s; we want errors back soon
@@ -49,18 +77,20 @@ fn backoff(config: &RuntimeConfig) -> BackoffConfig {
         init_backoff: Duration::from_millis(100),
         max_backoff: config.max_backoff,
         base: 2.0,
-        deadline: Some(Duration::from_secs(10)),
+        deadline: Some(Duration::from_secs(3)),
     }
 }
 
 /// Builds a client; fails if no bootstrap server answers.
 pub async fn connect(config: &RuntimeConfig) -> Result<Client, KafkaEdgeError> {
-    ClientBuilder::new(config.bootstrap_servers.clone())
+    let build = ClientBuilder::new(config.bootstrap_servers.clone())
         .client_id(config.service)
         .backoff_config(backoff(config))
-        .build()
-        .await
-        .map_err(|source| KafkaEdgeError::Connect { servers: config.bootstrap_servers.join(","), source })
+        .build();
+    bounded("connect", Duration::ZERO, async {
+        build.await.map_err(|source| KafkaEdgeError::Connect { servers: config.bootstrap_servers.join(","), source })
+    })
+    .await
 }
 
 /// The full topic name for a saga topic in this deployment.
@@ -70,10 +100,10 @@ pub fn topic_name(prefix: &str, topic: Topic) -> String {
 
 /// Creates any missing saga topic and returns the partition count they all share.
 pub async fn ensure_topics(client: &Client, config: &RuntimeConfig) -> Result<i32, KafkaEdgeError> {
-    let existing: HashMap<String, usize> = client
-        .list_topics()
-        .await
-        .map_err(KafkaEdgeError::Topics)?
+    let existing: HashMap<String, usize> = bounded("list topics", Duration::ZERO, async {
+        client.list_topics().await.map_err(KafkaEdgeError::Topics)
+    })
+    .await?
         .into_iter()
         .map(|t| (t.name, t.partitions.len()))
         .collect();
@@ -83,23 +113,34 @@ pub async fn ensure_topics(client: &Client, config: &RuntimeConfig) -> Result<i3
         if existing.contains_key(&name) {
             continue;
         }
-        match controller.create_topic(&name, config.partitions, config.replication_factor, 10_000).await {
+        let create = controller.create_topic(&name, config.partitions, config.replication_factor, 10_000);
+        match bounded("create topic", Duration::from_secs(10), async { Ok::<_, KafkaEdgeError>(create.await) }).await? {
             Ok(()) => info!(topic = %name, partitions = config.partitions, "created topic"),
             Err(KafkaError::ServerError { protocol_error: ProtocolError::TopicAlreadyExists, .. }) => {}
             Err(e) => return Err(KafkaEdgeError::Topics(e)),
         }
     }
     // Read back: another service may have created some with another count.
-    let counts: Vec<(String, usize)> = client
-        .list_topics()
-        .await
-        .map_err(KafkaEdgeError::Topics)?
+    let counts: Vec<(String, usize)> = bounded("list topics", Duration::ZERO, async {
+        client.list_topics().await.map_err(KafkaEdgeError::Topics)
+    })
+    .await?
         .into_iter()
         .filter(|t| Topic::ALL.iter().any(|s| t.name == topic_name(&config.topic_prefix, *s)))
         .map(|t| (t.name, t.partitions.len()))
         .collect();
+    // Metadata is eventually consistent: a topic another service just created may not be
+    // listed yet, or listed without partitions. That is worth a retry, not an error.
+    let missing: Vec<String> = Topic::ALL
+        .iter()
+        .map(|t| topic_name(&config.topic_prefix, *t))
+        .filter(|n| !counts.iter().any(|(c, p)| c == n && *p > 0))
+        .collect();
+    if !missing.is_empty() {
+        return Err(KafkaEdgeError::TopicsNotReady(missing.join(", ")));
+    }
     let first = counts.first().map_or(config.partitions as usize, |c| c.1);
-    if counts.iter().any(|c| c.1 != first) || counts.len() < Topic::ALL.len() {
+    if counts.iter().any(|c| c.1 != first) {
         let detail = counts.iter().map(|(n, c)| format!("{n}={c}")).collect::<Vec<_>>().join(", ");
         return Err(KafkaEdgeError::PartitionMismatch(detail));
     }
@@ -138,7 +179,10 @@ pub async fn fetch_partition(
                     }
                 }
             }
-            Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. }) => {
+            Err(KafkaEdgeError::Fetch {
+                source: KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. },
+                ..
+            }) => {
                 warn!(topic = %name, partition, offset, "stored offset is out of range (retention?); resuming from the earliest record");
                 offset = None;
             }
@@ -164,17 +208,28 @@ async fn fetch_once(
     partition: i32,
     offset: &mut Option<i64>,
     wait_ms: i32,
-) -> Result<(Vec<RecordAndOffset>, i64), KafkaError> {
+) -> Result<(Vec<RecordAndOffset>, i64), KafkaEdgeError> {
+    let err = |source| KafkaEdgeError::Fetch { topic: name.to_owned(), partition, source };
     let pc = match slot {
         Some(pc) => pc,
-        None => slot.insert(client.partition_client(name, partition, UnknownTopicHandling::Retry).await?),
+        None => {
+            let pc = bounded("connect to partition leader", Duration::ZERO, async {
+                client.partition_client(name, partition, UnknownTopicHandling::Retry).await.map_err(err)
+            })
+            .await?;
+            slot.insert(pc)
+        }
     };
     let from = match *offset {
         Some(o) => o,
-        None => pc.get_offset(OffsetAt::Earliest).await?,
+        None => {
+            bounded("earliest offset", Duration::ZERO, async { pc.get_offset(OffsetAt::Earliest).await.map_err(err) })
+                .await?
+        }
     };
     *offset = Some(from);
-    pc.fetch_records(from, 1..4 * 1024 * 1024, wait_ms).await
+    let long_poll = Duration::from_millis(wait_ms.max(0) as u64);
+    bounded("fetch", long_poll, async { pc.fetch_records(from, 1..4 * 1024 * 1024, wait_ms).await.map_err(err) }).await
 }
 
 /// Publishes outbox entries, keeping one producing connection per (topic, partition).
@@ -195,11 +250,13 @@ impl Publisher {
             return Ok(Arc::clone(pc));
         }
         let name = format!("{}{topic}", self.prefix);
-        let pc = self
-            .client
-            .partition_client(&name, partition, UnknownTopicHandling::Retry)
-            .await
-            .map_err(|source| KafkaEdgeError::Publish { topic: name, partition, source })?;
+        let pc = bounded("connect to partition leader", Duration::ZERO, async {
+            self.client
+                .partition_client(&name, partition, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|source| KafkaEdgeError::Publish { topic: name, partition, source })
+        })
+        .await?;
         let pc = Arc::new(pc);
         self.partitions.insert(key, Arc::clone(&pc));
         Ok(pc)
@@ -233,11 +290,11 @@ impl Publisher {
         let mut sends = Vec::with_capacity(groups.len());
         for ((topic, partition), records) in groups {
             let pc = self.partition(&topic, partition).await?;
-            sends.push(async move {
+            sends.push(bounded("produce", Duration::ZERO, async move {
                 pc.produce(records, Compression::NoCompression)
                     .await
                     .map_err(|source| KafkaEdgeError::Publish { topic, partition, source })
-            });
+            }));
         }
         let results = futures::future::join_all(sends).await;
         for r in results {

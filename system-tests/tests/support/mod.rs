@@ -23,6 +23,8 @@ use shared_events::envelope::{decode_record, RawRecord};
 use shared_events::partitioner::partition_for_key;
 use shared_events::{Envelope, Topic};
 
+pub mod workload;
+
 /// Upper bound for any single condition a test waits for.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -111,8 +113,11 @@ pub struct ServiceProc {
     pub name: &'static str,
     pub data_dir: PathBuf,
     pub log: PathBuf,
-    args: Vec<String>,
+    /// Arguments for the next start; tests may add their own.
+    pub args: Vec<String>,
     child: Option<Child>,
+    /// How many times it was started.
+    pub starts: u32,
 }
 
 impl ServiceProc {
@@ -121,7 +126,7 @@ impl ServiceProc {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(bin_dir().join(self.name))
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .env_remove("KAFKA_BOOTSTRAP_SERVERS")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -129,6 +134,29 @@ impl ServiceProc {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.name));
         self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// If it exited on its own, collects and returns its status.
+    pub fn reap(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// CPU time (user + system) it has used so far, from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.child.as_ref().expect("not running").id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+
+    /// Whether it said "ready" since its last start.
+    pub fn is_ready(&self) -> bool {
+        self.child.is_some() && self.log_text().matches(&format!("{} ready", self.name)).count() >= self.starts as usize
     }
 
     pub fn is_running(&self) -> bool {
@@ -195,12 +223,25 @@ pub struct Deployment {
     pub root: tempfile::TempDir,
     pub services: BTreeMap<&'static str, ServiceProc>,
     client: Arc<Client>,
+    reader: tokio::sync::Mutex<BTreeMap<(Topic, i32), PartitionCursor>>,
+}
+
+/// What has been read of one partition so far.
+struct PartitionCursor {
+    client: Arc<rskafka::client::partition::PartitionClient>,
+    next: i64,
+    seen: Vec<Result<Seen, String>>,
 }
 
 impl Deployment {
     /// Prepares (does not start) the four services; `extra` args go to every service.
     pub async fn new(partitions: i32, extra: &[&str]) -> Deployment {
-        let bootstrap = bootstrap().to_owned();
+        Self::on(bootstrap(), partitions, extra).await
+    }
+
+    /// Like [`Deployment::new`], on a given broker.
+    pub async fn on(bootstrap: &str, partitions: i32, extra: &[&str]) -> Deployment {
+        let bootstrap = bootstrap.to_owned();
         let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let root = tempfile::tempdir().unwrap();
         let mut services = BTreeMap::new();
@@ -218,10 +259,10 @@ impl Deployment {
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             let log = root.path().join(format!("{name}.log"));
-            services.insert(name, ServiceProc { name, data_dir, log, args, child: None });
+            services.insert(name, ServiceProc { name, data_dir, log, args, child: None, starts: 0 });
         }
         let client = ClientBuilder::new(vec![bootstrap.clone()]).build().await.expect("connect to the test broker");
-        Deployment { prefix, bootstrap, partitions, root, services, client: Arc::new(client) }
+        Deployment { prefix, bootstrap, partitions, root, services, client: Arc::new(client), reader: Default::default() }
     }
 
     /// Starts all four and waits until each has said it is ready (so topics exist).
@@ -286,16 +327,24 @@ impl Deployment {
     }
 
     /// Every record on a topic, decoded (records that do not decode are returned as errors).
+    /// Reads incrementally: each call fetches only what arrived since the last one.
     pub async fn read(&self, topic: Topic) -> Vec<Result<Seen, String>> {
+        let mut cursors = self.reader.lock().await;
         let mut out = Vec::new();
         for partition in 0..self.partitions {
-            let pc = self.client.partition_client(self.topic(topic), partition, UnknownTopicHandling::Retry).await.unwrap();
-            let end = pc.get_offset(OffsetAt::Latest).await.unwrap();
-            let mut offset = 0;
-            while offset < end {
-                let (records, _) = pc.fetch_records(offset, 1..10_000_000, 100).await.unwrap();
+            if !cursors.contains_key(&(topic, partition)) {
+                let pc = self.client.partition_client(self.topic(topic), partition, UnknownTopicHandling::Retry).await.unwrap();
+                cursors.insert((topic, partition), PartitionCursor { client: Arc::new(pc), next: 0, seen: Vec::new() });
+            }
+            let cursor = cursors.get_mut(&(topic, partition)).unwrap();
+            let end = cursor.client.get_offset(OffsetAt::Latest).await.unwrap();
+            while cursor.next < end {
+                let (records, _) = cursor.client.fetch_records(cursor.next, 1..10_000_000, 100).await.unwrap();
                 for r in records {
-                    offset = offset.max(r.offset + 1);
+                    if r.offset < cursor.next {
+                        continue;
+                    }
+                    cursor.next = r.offset + 1;
                     let raw = RawRecord {
                         topic,
                         key: r.record.key.as_deref(),
@@ -303,9 +352,10 @@ impl Deployment {
                         headers: &r.record.headers,
                         timestamp_ms: r.record.timestamp.timestamp_millis(),
                     };
-                    out.push(decode_record(raw).map(|envelope| Seen { partition, offset: r.offset, envelope }).map_err(|e| e.to_string()));
+                    cursor.seen.push(decode_record(raw).map(|envelope| Seen { partition, offset: r.offset, envelope }).map_err(|e| e.to_string()));
                 }
             }
+            out.extend(cursor.seen.iter().cloned());
         }
         out
     }
@@ -338,5 +388,53 @@ impl Deployment {
         assert!(!svc.is_running(), "stop {service} before reading its store");
         let store = saga_runtime::store::Store::open(&svc.data_dir, 1 << 20).unwrap();
         store.read_table(table).unwrap()
+    }
+}
+
+/// A broker of a test's own, which it may stop and start again (same data, same port).
+pub struct DedicatedBroker {
+    pub port: u16,
+    controller_port: u16,
+    home: PathBuf,
+}
+
+impl DedicatedBroker {
+    pub fn start_new() -> DedicatedBroker {
+        let home = repo_root().join("target").join("test-kafka").join(format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        let broker = DedicatedBroker { port: free_port(), controller_port: free_port(), home };
+        broker.start();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, action: &str) {
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/kafka.sh"))
+            .arg(action)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .env("KAFKA_HOME", &self.home)
+            .env("KAFKA_STOP_WITH_PID", std::process::id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kafka.sh {action} failed");
+    }
+
+    pub fn start(&self) {
+        self.script("start");
+    }
+
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+}
+
+impl Drop for DedicatedBroker {
+    fn drop(&mut self) {
+        self.script("stop");
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
