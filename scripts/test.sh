@@ -7,12 +7,19 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-if ! command -v kcat >/dev/null; then
+# kcat publishes like a person would; docker-compose (a real Compose implementation, which
+# needs no Docker engine for `config`) validates compose.yaml.
+missing=()
+command -v kcat >/dev/null || missing+=(kcat)
+if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
+  missing+=(docker-compose)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "test.sh: installing kcat (Debian package)" >&2
-    apt-get update -qq && apt-get install -y -qq kcat >/dev/null
+    echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "test.sh: the system tests publish with kcat; install it first: sudo apt-get install kcat" >&2
+    echo "test.sh: the tests need ${missing[*]}; install first: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

@@ -56,6 +56,21 @@ pub struct RuntimeArgs {
           value_parser = clap::value_parser!(i32).range(1..=30_000))]
     pub fetch_wait_ms: i32,
 
+    /// This instance's number (1-based) among `--instances`; it owns the partitions p with
+    /// p mod instances = instance - 1, on every topic it reads.
+    #[arg(long, env = "SAGA_INSTANCE", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub instance: u32,
+
+    /// How many instances of this service share the partitions.
+    #[arg(long, env = "SAGA_INSTANCES", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub instances: u32,
+
+    /// Own exactly these partitions (comma-separated) instead of `--instance`/`--instances`.
+    #[arg(long, env = "SAGA_OWN_PARTITIONS", value_delimiter = ',', conflicts_with_all = ["instance", "instances"])]
+    pub own_partitions: Vec<i32>,
+
     /// Fault injection for tests: abort the process right after every Nth durable commit,
     /// before its outbox is published (the window the outbox exists for).
     #[arg(long, hide = true, env = "SAGA_FAULT_CRASH_AFTER_COMMIT",
@@ -89,6 +104,35 @@ pub struct RuntimeConfig {
     pub max_backoff: Duration,
     /// See [`RuntimeArgs::fault_crash_after_commit`].
     pub fault_crash_after_commit: Option<u32>,
+    /// Which partitions this instance consumes.
+    pub ownership: Ownership,
+}
+
+/// Which partitions of the saga's topics an instance consumes. Static, so two instances own
+/// the same partition only if they are configured to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// `instance` of `of` (1-based): partitions p with p mod of = instance - 1.
+    Share { instance: u32, of: u32 },
+    /// An explicit list.
+    List(Vec<i32>),
+}
+
+impl Ownership {
+    /// The owned partitions among `0..partitions`.
+    pub fn owned(&self, partitions: i32) -> Vec<i32> {
+        match self {
+            Ownership::Share { instance, of } => {
+                (0..partitions).filter(|p| *p as u32 % of == instance - 1).collect()
+            }
+            Ownership::List(list) => {
+                let mut owned: Vec<i32> = list.iter().copied().filter(|p| (0..partitions).contains(p)).collect();
+                owned.sort_unstable();
+                owned.dedup();
+                owned
+            }
+        }
+    }
 }
 
 /// A setting that cannot work; reported in one line at start-up.
@@ -96,6 +140,10 @@ pub struct RuntimeConfig {
 pub enum ConfigError {
     #[error("--bootstrap-servers: `{0}` is not host:port")]
     BadBootstrap(String),
+    #[error("--instance {instance} is not one of --instances {of}")]
+    BadInstance { instance: u32, of: u32 },
+    #[error("--own-partitions: `{0}` is not a partition number")]
+    BadPartition(i32),
 }
 
 impl RuntimeArgs {
@@ -112,11 +160,30 @@ impl RuntimeArgs {
             }
             servers.push(s);
         }
+        if self.instance > self.instances {
+            return Err(ConfigError::BadInstance { instance: self.instance, of: self.instances });
+        }
+        if let Some(bad) = self.own_partitions.iter().find(|p| **p < 0) {
+            return Err(ConfigError::BadPartition(*bad));
+        }
+        let ownership = if self.own_partitions.is_empty() {
+            Ownership::Share { instance: self.instance, of: self.instances }
+        } else {
+            Ownership::List(self.own_partitions)
+        };
         let short = service.strip_suffix("-service").unwrap_or(service);
+        // Instances of one service never share a store.
+        let default_dir = match &ownership {
+            Ownership::Share { of: 1, .. } => short.to_owned(),
+            Ownership::Share { instance, .. } => format!("{short}-{instance}"),
+            Ownership::List(list) => {
+                format!("{short}-p{}", list.iter().map(i32::to_string).collect::<Vec<_>>().join("-"))
+            }
+        };
         Ok(RuntimeConfig {
             service,
             bootstrap_servers: servers,
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data").join(short)),
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data").join(default_dir)),
             partitions: self.partitions,
             replication_factor: self.replication_factor,
             topic_prefix: self.topic_prefix,
@@ -126,6 +193,7 @@ impl RuntimeArgs {
             cache_bytes: 16 << 20,
             max_backoff: Duration::from_secs(5),
             fault_crash_after_commit: self.fault_crash_after_commit,
+            ownership,
         })
     }
 }
@@ -154,6 +222,20 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("data/payment"));
         assert_eq!(c.partitions, 3);
         assert_eq!(c.topic_prefix, "");
+    }
+
+    #[test]
+    fn instances_own_disjoint_partitions_covering_all() {
+        let a = parse(&["--instance", "1", "--instances", "2"]).unwrap();
+        let b = parse(&["--instance", "2", "--instances", "2"]).unwrap();
+        assert_eq!(a.ownership.owned(5), [0, 2, 4]);
+        assert_eq!(b.ownership.owned(5), [1, 3]);
+        assert_eq!(b.data_dir, PathBuf::from("data/payment-2"));
+        let list = parse(&["--own-partitions", "2,0,9"]).unwrap();
+        assert_eq!(list.ownership.owned(3), [0, 2]);
+        assert!(parse(&["--instance", "3", "--instances", "2"]).unwrap_err().contains("--instance 3"));
+        assert!(parse(&["--own-partitions", "1", "--instance", "1"]).is_err());
+        assert!(parse(&["--own-partitions", "-1"]).is_err());
     }
 
     #[test]

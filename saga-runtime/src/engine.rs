@@ -27,6 +27,8 @@ pub enum RuntimeError {
     Seed { path: String, reason: String },
     #[error(transparent)]
     Kafka(#[from] KafkaEdgeError),
+    #[error("this instance owns no partition: {ownership:?} of {partitions} partitions")]
+    NothingOwned { ownership: crate::config::Ownership, partitions: i32 },
 }
 
 /// Runs a service binary: logging, config check, the loop until Ctrl-C/SIGTERM.
@@ -84,12 +86,16 @@ pub async fn run<S: Service>(
         }
     }
 
-    // 2. Resume every input partition where the store says we stopped.
+    // 2. Resume every owned input partition where the store says we stopped.
+    let owned = config.ownership.owned(partitions);
+    if owned.is_empty() {
+        return Err(RuntimeError::NothingOwned { ownership: config.ownership.clone(), partitions });
+    }
     let offsets = store.offsets()?;
     let (tx, mut rx) = mpsc::channel::<Fetched>(64);
     let mut fetchers = JoinSet::new();
     for &topic in S::CONSUMES {
-        for partition in 0..partitions {
+        for &partition in &owned {
             let from = offsets.get(&(topic, partition)).copied();
             fetchers.spawn(kafka::fetch_partition(
                 Arc::clone(&client),
@@ -104,7 +110,8 @@ pub async fn run<S: Service>(
     drop(tx);
     info!(
         consumes = ?S::CONSUMES.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-        partitions,
+        partitions = ?owned,
+        of = partitions,
         data_dir = %config.data_dir.display(),
         "{} ready", S::NAME
     );

@@ -183,11 +183,11 @@ async fn broker_restart_is_ridden_out() {
         }, || d.logs()).await;
     }
     // No busy spin: CPU used over a few seconds of outage stays small.
-    let cpu_before: Vec<Duration> = SERVICES.iter().map(|n| d.services[n].cpu_time()).collect();
+    let cpu_before: Vec<Duration> = SERVICES.iter().map(|n| d.services[*n].cpu_time()).collect();
     let window = Duration::from_secs(4);
     tokio::time::sleep(window).await; // a measurement window, not a wait for a condition
     for (name, before) in SERVICES.iter().zip(cpu_before) {
-        let used = d.services[name].cpu_time() - before;
+        let used = d.services[*name].cpu_time() - before;
         assert!(used < Duration::from_millis(800), "{name} used {used:?} of CPU in {window:?} of outage");
     }
     broker.start();
@@ -218,7 +218,7 @@ async fn duplicates_have_no_effect() {
     finish(&mut d, &orders, &mut tally).await;
     let before = workload::distinct_events(&d).await;
     let ignored = |d: &Deployment| -> BTreeMap<&'static str, usize> {
-        SERVICES.iter().map(|n| (*n, d.services[n].log_text().matches("duplicate ignored").count())).collect()
+        SERVICES.iter().map(|n| (*n, d.services[*n].log_text().matches("duplicate ignored").count())).collect()
     };
     let ignored_before = ignored(&d);
 

@@ -110,7 +110,10 @@ fn now() -> rskafka::chrono::DateTime<rskafka::chrono::Utc> {
 
 /// One running (or stopped) service binary.
 pub struct ServiceProc {
-    pub name: &'static str,
+    /// A label: the binary's name, or `payment-service#2` for a second instance.
+    pub name: String,
+    /// The binary.
+    pub binary: &'static str,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// Arguments for the next start; tests may add their own.
@@ -124,7 +127,7 @@ impl ServiceProc {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(bin_dir().join(self.name))
+        let child = Command::new(bin_dir().join(self.binary))
             .args(&self.args)
             .env_remove("RUST_LOG")
             .env_remove("KAFKA_BOOTSTRAP_SERVERS")
@@ -156,7 +159,7 @@ impl ServiceProc {
 
     /// Whether it said "ready" since its last start.
     pub fn is_ready(&self) -> bool {
-        self.child.is_some() && self.log_text().matches(&format!("{} ready", self.name)).count() >= self.starts as usize
+        self.child.is_some() && self.log_text().matches(&format!("{} ready", self.binary)).count() >= self.starts as usize
     }
 
     pub fn is_running(&self) -> bool {
@@ -221,7 +224,7 @@ pub struct Deployment {
     pub bootstrap: String,
     pub partitions: i32,
     pub root: tempfile::TempDir,
-    pub services: BTreeMap<&'static str, ServiceProc>,
+    pub services: BTreeMap<String, ServiceProc>,
     client: Arc<Client>,
     reader: tokio::sync::Mutex<BTreeMap<(Topic, i32), PartitionCursor>>,
 }
@@ -259,26 +262,43 @@ impl Deployment {
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             let log = root.path().join(format!("{name}.log"));
-            services.insert(name, ServiceProc { name, data_dir, log, args, child: None, starts: 0 });
+            services.insert(name.to_owned(), ServiceProc { name: name.to_owned(), binary: name, data_dir, log, args, child: None, starts: 0 });
         }
         let client = ClientBuilder::new(vec![bootstrap.clone()]).build().await.expect("connect to the test broker");
         Deployment { prefix, bootstrap, partitions, root, services, client: Arc::new(client), reader: Default::default() }
     }
 
-    /// Starts all four and waits until each has said it is ready (so topics exist).
+    /// Replaces `binary`'s one instance by `n` instances sharing its partitions, each with its
+    /// own store. Their labels are `binary#1` … `binary#n`.
+    pub fn scale(&mut self, binary: &'static str, n: u32) {
+        let one = self.services.remove(binary).expect("scale an unscaled service");
+        for i in 1..=n {
+            let name = format!("{binary}#{i}");
+            let data_dir = self.root.path().join(format!("{binary}-{i}"));
+            let mut args = one.args.clone();
+            let dir = args.iter().position(|a| a == "--data-dir").unwrap() + 1;
+            args[dir] = data_dir.display().to_string();
+            args.extend(["--instance".to_owned(), i.to_string(), "--instances".to_owned(), n.to_string()]);
+            let log = self.root.path().join(format!("{binary}-{i}.log"));
+            self.services.insert(name.clone(), ServiceProc { name, binary, data_dir, log, args, child: None, starts: 0 });
+        }
+    }
+
+    /// Starts every service and waits until each has said it is ready (so topics exist).
     pub async fn start_all(&mut self) {
         for s in self.services.values_mut() {
             s.start();
         }
-        for name in SERVICES {
-            self.wait_ready(name).await;
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            self.wait_ready(&name).await;
         }
     }
 
-    pub async fn wait_ready(&self, name: &'static str) {
-        let needle = format!("{name} ready");
+    pub async fn wait_ready(&self, name: &str) {
         let svc = &self.services[name];
-        wait_until(&needle, || async { if svc.log_text().contains(&needle) { Ok(()) } else { Err(tail(&svc.log, 3)) } }, || self.logs()).await;
+        let needle = format!("{} ready", svc.binary);
+        wait_until(&needle, || async { if svc.is_ready() { Ok(()) } else { Err(tail(&svc.log, 3)) } }, || self.logs()).await;
     }
 
     pub fn service(&mut self, name: &str) -> &mut ServiceProc {
@@ -372,9 +392,9 @@ impl Deployment {
 
     /// Stops every running service with SIGTERM and asserts each exits 0.
     pub async fn stop_all(&mut self) {
-        let names: Vec<_> = self.services.keys().copied().collect();
+        let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
-            let svc = self.services.get_mut(name).unwrap();
+            let svc = self.services.get_mut(&name).unwrap();
             if svc.is_running() {
                 let status = svc.term().await;
                 assert!(status.success(), "{name} exited with {status} after SIGTERM\n{}", tail(&svc.log, 30));
