@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use saga_runtime::{PersistentTable, Service, Table};
+use saga_runtime::{Context, PersistentTable, Service, Table};
 use serde::{Deserialize, Serialize};
 use shared_events::{
     describe_lines, Envelope, Event, OrderCancelled, PaymentCompleted, StockFailed, StockFailureReason, StockLine,
@@ -167,7 +167,7 @@ impl Service for Inventory {
         }
     }
 
-    fn handle(&mut self, input: &Envelope, _now_ms: i64) -> Vec<Event> {
+    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
         let emitted = match &input.event {
             Event::PaymentCompleted(paid) => self.on_payment_completed(paid),
             Event::OrderCancelled(cancel) => self.on_order_cancelled(cancel),

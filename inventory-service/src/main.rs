@@ -25,5 +25,5 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    saga_runtime::main::<Inventory>(Cli::parse().runtime)
+    saga_runtime::main(Inventory::default(), Cli::parse().runtime)
 }

@@ -1,14 +1,21 @@
-//! Order rules: follow each order through the saga, end it (completed or cancelled), and say
-//! when a cancelled order's compensations have all arrived. No I/O.
+//! Order rules: follow each order through the saga, end it (completed or cancelled), cancel it
+//! at its deadline or at the customer's request (until it ships), and say when a cancelled
+//! order's compensations have all arrived. No I/O: time comes in as an argument.
 //!
 //! The order service reads nine topics, so it may see an order's events in any order (a
 //! `StockFailed` before the `PaymentCompleted` that caused it). It therefore records *facts*
 //! and derives the status from them; a later step implies the earlier ones (stock was only
 //! ever reserved for a paid order). Applying the same facts in any order ends in the same state.
 
-use saga_runtime::{PersistentTable, Service, Table};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use saga_runtime::{Context, PersistentTable, Service, Table, TimerEvent};
 use serde::{Deserialize, Serialize};
-use shared_events::{CancelReason, Envelope, Event, OrderCancelled, OrderCompleted, OrderId, Topic};
+use shared_events::{
+    CancelReason, Envelope, Event, OrderCancellationRefused, OrderCancelled, OrderCompleted, OrderId,
+    RefusalReason, Topic,
+};
 use tracing::{info, warn};
 
 /// Where an order stands.
@@ -25,6 +32,12 @@ pub enum OrderStatus {
 /// What the order service has learned about one order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRecord {
+    /// When the saga started (its `OrderCreated`), ms since the epoch.
+    #[serde(default)]
+    pub created_at_ms: Option<i64>,
+    /// The order's partition: where the order service emits on its own (deadline).
+    #[serde(default)]
+    pub partition: Option<i32>,
     pub customer_id: Option<String>,
     pub placed: bool,
     pub paid: bool,
@@ -34,11 +47,18 @@ pub struct OrderRecord {
     pub cancelled: Option<CancelReason>,
     pub refunded: bool,
     pub released: bool,
+    /// A shipment booked after the order was cancelled has been called off.
+    #[serde(default)]
+    pub shipment_cancelled: bool,
     /// Whether "compensated" was already logged for this order.
     pub compensated: bool,
 }
 
 impl OrderRecord {
+    pub fn is_terminal(&self) -> bool {
+        self.completed || self.cancelled.is_some()
+    }
+
     pub fn status(&self) -> OrderStatus {
         if self.cancelled.is_some() {
             OrderStatus::Cancelled
@@ -63,6 +83,9 @@ impl OrderRecord {
         if self.reserved && !self.released {
             waiting.push(Topic::StockReleased);
         }
+        if self.shipment_id.is_some() && !self.completed && !self.shipment_cancelled {
+            waiting.push(Topic::ShipmentCancelled);
+        }
         waiting
     }
 }
@@ -72,39 +95,101 @@ impl OrderRecord {
 #[serde(deny_unknown_fields)]
 pub struct Seed {}
 
-/// The order service's state: one record per order.
+/// The order service's state: one record per order, and the saga deadline.
 #[derive(Debug)]
 pub struct Orders {
     pub orders: Table<OrderRecord>,
+    deadline: Option<Duration>,
+    /// Orders not yet terminal (derived from `orders`, built on first use).
+    open: Option<BTreeSet<String>>,
 }
 
 impl Default for Orders {
     fn default() -> Self {
-        Orders { orders: Table::new("orders") }
+        Orders::new(None)
     }
 }
 
 impl Orders {
-    /// Records what `event` says about its order; returns the terminal event, if this one
-    /// ends the saga.
-    pub fn apply(&mut self, event: &Event) -> Option<Event> {
+    /// `deadline`: cancel an order that has no terminal state this long after it was created.
+    pub fn new(deadline: Option<Duration>) -> Self {
+        Orders { orders: Table::new("orders"), deadline, open: None }
+    }
+
+    /// Records what `input` says about its order; returns the event that ends the saga (or
+    /// refuses a cancellation), if any.
+    pub fn apply(&mut self, input: &Envelope, ctx: &Context) -> Option<Event> {
+        let event = &input.event;
         let order_id = event.order_id()?.clone();
         let mut rec = self.orders.get(order_id.as_str()).cloned().unwrap_or_default();
-        let was = rec.status();
+        rec.created_at_ms.get_or_insert(input.meta.saga_started_at_ms);
+        rec.partition.get_or_insert(ctx.partition);
+        let before = rec.cancelled.map(|_| rec.awaiting());
         let emitted = step(&mut rec, &order_id, event);
-        if rec.cancelled.is_some() && !rec.compensated {
+        self.save(order_id, rec, before);
+        emitted
+    }
+
+    /// Cancels every open order past its deadline.
+    pub fn on_timer(&mut self, now_ms: i64) -> Vec<TimerEvent> {
+        let Some(deadline) = self.deadline else { return Vec::new() };
+        let deadline_ms = i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX);
+        let orders = &self.orders;
+        let open = self.open.get_or_insert_with(|| {
+            orders.iter().filter(|(_, r)| !r.is_terminal()).map(|(k, _)| k.clone()).collect()
+        });
+        let due: Vec<String> = open
+            .iter()
+            .filter(|id| {
+                orders.get(id.as_str()).and_then(|r| r.created_at_ms).is_some_and(|t| now_ms.saturating_sub(t) >= deadline_ms)
+            })
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for id in due {
+            let order_id = OrderId(id.clone());
+            let Some(mut rec) = self.orders.get(&id).cloned() else { continue };
+            let detail = format!("no terminal state within {deadline:?}");
+            if let Some(event) = cancel(&mut rec, &order_id, CancelReason::Timeout, detail) {
+                out.push(TimerEvent {
+                    event,
+                    partition: rec.partition.unwrap_or(0),
+                    saga_started_at_ms: rec.created_at_ms.unwrap_or(now_ms),
+                });
+            }
+            self.save(order_id, rec, None);
+        }
+        out
+    }
+
+    /// Stores the record; logs compensation progress when what a cancelled order awaits
+    /// changed (`before`: what it awaited before this step, if it was cancelled already).
+    fn save(&mut self, order_id: OrderId, mut rec: OrderRecord, before: Option<Vec<Topic>>) {
+        if rec.cancelled.is_some() {
             let awaiting = rec.awaiting();
             if awaiting.is_empty() {
-                rec.compensated = true;
-                warn!(order_id = %order_id, compensation = true, refunded = rec.refunded, released = rec.released,
-                      "COMPENSATION COMPLETE: order cancelled and every step it took is undone");
-            } else if was != OrderStatus::Cancelled || matches!(event, Event::PaymentRefunded(_) | Event::StockReleased(_)) {
-                info!(order_id = %order_id, awaiting = ?awaiting.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-                      "waiting for compensation");
+                if !rec.compensated {
+                    rec.compensated = true;
+                    warn!(order_id = %order_id, compensation = true, refunded = rec.refunded, released = rec.released,
+                          "COMPENSATION COMPLETE: order cancelled and every step it took is undone");
+                }
+            } else {
+                // A late success after a deadline re-opens the wait.
+                rec.compensated = false;
+                if before.as_ref() != Some(&awaiting) {
+                    info!(order_id = %order_id, awaiting = ?awaiting.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                          "waiting for compensation");
+                }
+            }
+        }
+        if let Some(open) = &mut self.open {
+            if rec.is_terminal() {
+                open.remove(order_id.as_str());
+            } else {
+                open.insert(order_id.0.clone());
             }
         }
         self.orders.insert(order_id.0, rec);
-        emitted
     }
 }
 
@@ -143,7 +228,7 @@ fn step(rec: &mut OrderRecord, order_id: &OrderId, event: &Event) -> Option<Even
             rec.reserved = true;
             rec.shipment_id = Some(e.shipment_id.clone());
             if let Some(reason) = rec.cancelled {
-                warn!(order_id = %id, reason = %reason, "shipment scheduled for an order already cancelled");
+                warn!(order_id = %id, reason = %reason, "late shipment for a cancelled order: shipping will call it off");
                 return None;
             }
             if rec.completed {
@@ -174,7 +259,32 @@ fn step(rec: &mut OrderRecord, order_id: &OrderId, event: &Event) -> Option<Even
             warn!(order_id = %id, compensation = true, "stock release confirmed");
             None
         }
-        Event::OrderCompleted(_) | Event::OrderCancelled(_) | Event::DeadLetter(_) => None,
+        Event::ShipmentCancelled(e) => {
+            rec.shipment_id = Some(e.shipment_id.clone());
+            rec.shipment_cancelled = true;
+            warn!(order_id = %id, shipment_id = e.shipment_id, compensation = true, "shipment call-off confirmed");
+            None
+        }
+        Event::OrderCancellationRequested(e) => {
+            let refuse = if rec.completed {
+                Some(RefusalReason::AlreadyShipped)
+            } else if rec.cancelled.is_some() {
+                Some(RefusalReason::AlreadyCancelled)
+            } else {
+                None
+            };
+            match refuse {
+                Some(reason) => {
+                    warn!(order_id = %id, reason = %reason, "cancellation refused → OrderCancellationRefused");
+                    Some(Event::OrderCancellationRefused(OrderCancellationRefused { order_id: order_id.clone(), reason }))
+                }
+                None => {
+                    let detail = e.reason.clone().unwrap_or_else(|| "requested by the customer".to_owned());
+                    cancel(rec, order_id, CancelReason::CustomerRequest, detail)
+                }
+            }
+        }
+        Event::OrderCompleted(_) | Event::OrderCancelled(_) | Event::OrderCancellationRefused(_) | Event::DeadLetter(_) => None,
     }
 }
 
@@ -200,13 +310,19 @@ impl Service for Orders {
         Topic::ShippingFailed,
         Topic::PaymentRefunded,
         Topic::StockReleased,
+        Topic::ShipmentCancelled,
+        Topic::OrderCancellationRequested,
     ];
     type Seed = Seed;
 
     fn seed(&mut self, _seed: Seed) {}
 
-    fn handle(&mut self, input: &Envelope, _now_ms: i64) -> Vec<Event> {
-        self.apply(&input.event).into_iter().collect()
+    fn handle(&mut self, input: &Envelope, ctx: &Context) -> Vec<Event> {
+        self.apply(input, ctx).into_iter().collect()
+    }
+
+    fn on_timer(&mut self, now_ms: i64) -> Vec<TimerEvent> {
+        Orders::on_timer(self, now_ms)
     }
 
     fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
@@ -258,11 +374,72 @@ mod tests {
         StockReleased { order_id: id(), items: vec![] }.into()
     }
 
+    const CTX: Context = Context { now_ms: 1_000, partition: 2 };
+
+    fn env(e: &Event) -> Envelope {
+        Envelope::root(e.clone(), 1_000)
+    }
+
     /// Feeds events in order; returns the topics emitted and the final record.
     fn check(events: &[Event]) -> (Vec<Topic>, OrderRecord) {
         let mut orders = Orders::default();
-        let emitted = events.iter().filter_map(|e| orders.apply(e)).map(|e| e.topic()).collect();
+        let emitted = events.iter().filter_map(|e| orders.apply(&env(e), &CTX)).map(|e| e.topic()).collect();
         (emitted, orders.orders.get("o-1").cloned().unwrap_or_default())
+    }
+
+    fn cancel_request() -> Event {
+        OrderCancellationRequested { order_id: id(), reason: None }.into()
+    }
+    fn shipment_cancelled() -> Event {
+        ShipmentCancelled { order_id: id(), shipment_id: "shp-o-1".into() }.into()
+    }
+
+    #[test]
+    fn the_deadline_cancels_open_orders_once_on_their_partition() {
+        let mut orders = Orders::new(Some(Duration::from_secs(30)));
+        orders.apply(&env(&created()), &CTX);
+        assert!(orders.on_timer(1_000 + 29_999).is_empty());
+        let due = orders.on_timer(1_000 + 30_000);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].partition, 2);
+        assert!(matches!(&due[0].event, Event::OrderCancelled(c) if c.reason == CancelReason::Timeout));
+        assert!(orders.on_timer(1_000 + 60_000).is_empty(), "cancelled once");
+        // A late success does not resurrect it; its shipment must be called off.
+        assert_eq!(orders.apply(&env(&shipped()), &CTX), None);
+        let rec = orders.orders.get("o-1").unwrap();
+        assert_eq!(rec.status(), OrderStatus::Cancelled);
+        assert_eq!(rec.awaiting(), [Topic::PaymentRefunded, Topic::StockReleased, Topic::ShipmentCancelled]);
+    }
+
+    #[test]
+    fn completed_orders_never_time_out() {
+        let mut orders = Orders::new(Some(Duration::from_secs(1)));
+        for e in [created(), paid(), reserved(), shipped()] {
+            orders.apply(&env(&e), &CTX);
+        }
+        assert!(orders.on_timer(i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn customers_may_cancel_until_the_order_ships() {
+        let (out, rec) = check(&[created(), paid(), cancel_request(), refunded()]);
+        assert_eq!(out, [Topic::OrderCancelled]);
+        assert_eq!(rec.cancelled, Some(CancelReason::CustomerRequest));
+        assert!(rec.compensated);
+        let (out, rec) = check(&[created(), paid(), reserved(), shipped(), cancel_request()]);
+        assert_eq!(out, [Topic::OrderCompleted, Topic::OrderCancellationRefused]);
+        assert_eq!(rec.status(), OrderStatus::Completed);
+        let (out, _) = check(&[created(), declined(), cancel_request()]);
+        assert_eq!(out, [Topic::OrderCancelled, Topic::OrderCancellationRefused]);
+    }
+
+    #[test]
+    fn a_shipment_racing_a_cancellation_is_called_off() {
+        let (_, rec) = check(&[created(), paid(), reserved(), cancel_request(), shipped(), refunded(), released()]);
+        assert!(!rec.compensated);
+        assert_eq!(rec.awaiting(), [Topic::ShipmentCancelled]);
+        let (_, rec) = check(&[created(), paid(), reserved(), cancel_request(), shipped(), refunded(), released(), shipment_cancelled()]);
+        assert!(rec.compensated);
     }
 
     #[test]

@@ -7,12 +7,16 @@
 //! PaymentFailed, StockFailed,       ──▶  the order failed             ──▶  OrderCancelled (reason),
 //! ShippingFailed                                                            which payment and
 //!                                                                           inventory undo
-//! PaymentRefunded, StockReleased    ──▶  log when every compensation the cancelled order
-//!                                        waits for has arrived
+//! OrderCancellationRequested        ──▶  not shipped yet?              ──▶  OrderCancelled (customer_request)
+//!                                                                         | OrderCancellationRefused
+//! (a timer, every second)           ──▶  open past --saga-deadline?   ──▶  OrderCancelled (timeout)
+//! PaymentRefunded, StockReleased,   ──▶  log when every compensation the cancelled order
+//! ShipmentCancelled                      waits for has arrived
 //!
 //! State (sled): `orders` (order → facts learned; status derived from them).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use order_service::Orders;
@@ -21,10 +25,17 @@ use order_service::Orders;
 #[derive(Parser)]
 #[command(name = "order-service", version, about, long_about = None)]
 struct Cli {
+    /// Cancel an order that reached no terminal state this long after it was created
+    /// (e.g. 500ms, 30s, 5m; 0 = never).
+    #[arg(long, env = "SAGA_DEADLINE", default_value = "30s", value_parser = saga_runtime::config::parse_duration)]
+    saga_deadline: Duration,
+
     #[command(flatten)]
     runtime: saga_runtime::RuntimeArgs,
 }
 
 fn main() -> ExitCode {
-    saga_runtime::main::<Orders>(Cli::parse().runtime)
+    let cli = Cli::parse();
+    let deadline = Some(cli.saga_deadline).filter(|d| !d.is_zero());
+    saga_runtime::main(Orders::new(deadline), cli.runtime)
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use saga_runtime::{PersistentTable, Service, Table};
+use saga_runtime::{Context, PersistentTable, Service, Table};
 use serde::{Deserialize, Serialize};
 use shared_events::{
     Envelope, Event, OrderCancelled, OrderCreated, PaymentCompleted, PaymentFailed,
@@ -160,7 +160,7 @@ impl Service for Payment {
         }
     }
 
-    fn handle(&mut self, input: &Envelope, _now_ms: i64) -> Vec<Event> {
+    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
         let emitted = match &input.event {
             Event::OrderCreated(order) => self.on_order_created(order),
             Event::OrderCancelled(cancel) => self.on_order_cancelled(cancel),

@@ -25,5 +25,5 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    saga_runtime::main::<Payment>(Cli::parse().runtime)
+    saga_runtime::main(Payment::default(), Cli::parse().runtime)
 }

@@ -33,7 +33,7 @@ pub enum RuntimeError {
 
 /// Runs a service binary: logging, config check, the loop until Ctrl-C/SIGTERM.
 /// A bad setting or a fatal error prints one line and exits non-zero.
-pub fn main<S: Service>(args: RuntimeArgs) -> ExitCode {
+pub fn main<S: Service>(service: S, args: RuntimeArgs) -> ExitCode {
     crate::init_logging(args.log_format);
     let config = match args.into_config(S::NAME) {
         Ok(c) => c,
@@ -50,7 +50,7 @@ pub fn main<S: Service>(args: RuntimeArgs) -> ExitCode {
         }
     };
     // Signal handlers go in before anything else, so a SIGTERM during start-up is graceful too.
-    match runtime.block_on(async { run::<S>(config, crate::shutdown_signal()).await }) {
+    match runtime.block_on(async { run(service, config, crate::shutdown_signal()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "stopped");
@@ -63,11 +63,11 @@ pub fn main<S: Service>(args: RuntimeArgs) -> ExitCode {
 /// Runs `S` until `shutdown` completes. Stops between batches: the batch in hand is
 /// committed and published (or left in the outbox if the broker is down) before returning.
 pub async fn run<S: Service>(
+    mut service: S,
     config: RuntimeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     tokio::pin!(shutdown);
-    let mut service = S::default();
     let mut store = open_store(&config)?;
     store.load_tables(service.tables())?;
     seed_if_new(&mut service, &mut store, &config).await?;
@@ -118,27 +118,37 @@ pub async fn run<S: Service>(
 
     // 3. Batches until asked to stop.
     let mut commits_with_output = 0u32;
+    let mut timer = tokio::time::interval(Duration::from_secs(1));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let first = tokio::select! {
+        let commit = tokio::select! {
             biased;
             () = &mut shutdown => break,
             fetched = rx.recv() => match fetched {
-                Some(f) => f,
+                Some(first) => {
+                    let mut batch = vec![first];
+                    let mut records = batch[0].records.len();
+                    while records < config.max_batch {
+                        match rx.try_recv() {
+                            Ok(f) => {
+                                records += f.records.len();
+                                batch.push(f);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    process_batch(&mut service, &store, batch, now_ms())?
+                }
                 None => break,
             },
-        };
-        let mut batch = vec![first];
-        let mut records = batch[0].records.len();
-        while records < config.max_batch {
-            match rx.try_recv() {
-                Ok(f) => {
-                    records += f.records.len();
-                    batch.push(f);
+            _ = timer.tick() => {
+                let commit = process_timers(&mut service, now_ms());
+                if commit.is_empty() {
+                    continue;
                 }
-                Err(_) => break,
+                commit
             }
-        }
-        let commit = process_batch(&mut service, &store, batch, now_ms())?;
+        };
         let written = store.commit(commit)?;
         store.flush().await?;
         if !written.is_empty() {
@@ -276,6 +286,17 @@ async fn publish(
     }
 }
 
+/// Lets the service emit what is due (deadlines); returns everything that changed.
+fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Commit {
+    let mut commit = Commit::default();
+    for due in service.on_timer(now_ms) {
+        let out = Envelope::on_timer(due.event, due.saga_started_at_ms, now_ms);
+        commit.outbox.push(outbox_entry(&out, due.partition));
+    }
+    commit.add_table_changes(service.tables());
+    commit
+}
+
 /// Decodes, deduplicates and applies one batch; returns everything it changed.
 fn process_batch<S: Service>(
     service: &mut S,
@@ -313,7 +334,8 @@ fn process_batch<S: Service>(
                     } else {
                         let since_order_ms = now_ms.saturating_sub(input.meta.saga_started_at_ms);
                         let span = tracing::info_span!("step", since_order_ms);
-                        let outputs = span.in_scope(|| service.handle(&input, now_ms));
+                        let ctx = crate::Context { now_ms, partition: fetched.partition };
+                        let outputs = span.in_scope(|| service.handle(&input, &ctx));
                         for event in outputs {
                             let out = Envelope::caused_by(&input.meta, event, now_ms);
                             commit.outbox.push(outbox_entry(&out, fetched.partition));

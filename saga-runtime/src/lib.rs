@@ -51,11 +51,28 @@ pub use logging::init_logging;
 pub use shutdown::shutdown_signal;
 pub use state::{PersistentTable, Table};
 
+/// What a rule may know besides the event: the time, and the partition the event came from
+/// (the order's partition, for events a service emits later on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub now_ms: i64,
+    pub partition: i32,
+}
+
+/// An event a service emits on its own as time passes (e.g. a saga deadline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerEvent {
+    pub event: Event,
+    /// The order's partition (see [`Context::partition`]).
+    pub partition: i32,
+    pub saga_started_at_ms: i64,
+}
+
 /// A saga participant's rules and state, free of I/O.
 ///
-/// `handle` must be deterministic given the state, the event and `now_ms`: the runtime
-/// relies on that to make a replayed batch produce the same effects and event ids.
-pub trait Service: Default + Send + 'static {
+/// `handle` and `on_timer` must be deterministic given the state, the input and the time: the
+/// runtime relies on that to make a replayed batch produce the same effects and event ids.
+pub trait Service: Send + 'static {
     /// The binary's name, e.g. `payment-service`; used in logs and dead letters.
     const NAME: &'static str;
     /// The topics it reads.
@@ -67,7 +84,12 @@ pub trait Service: Default + Send + 'static {
     fn seed(&mut self, seed: Self::Seed);
 
     /// Reacts to one event from `CONSUMES`; returns the events to emit.
-    fn handle(&mut self, input: &Envelope, now_ms: i64) -> Vec<Event>;
+    fn handle(&mut self, input: &Envelope, ctx: &Context) -> Vec<Event>;
+
+    /// Called about once a second; returns events due by `now_ms`. Most services have none.
+    fn on_timer(&mut self, _now_ms: i64) -> Vec<TimerEvent> {
+        Vec::new()
+    }
 
     /// The tables that make up the state, for loading and persisting.
     fn tables(&mut self) -> Vec<&mut dyn PersistentTable>;

@@ -122,6 +122,15 @@ impl Envelope {
         }
     }
 
+    /// An event a service emits on its own as time passes (a deadline), not in reaction to an
+    /// input. Its id derives from its type and order, so re-emitting it after a crash yields
+    /// the same id.
+    pub fn on_timer(event: Event, saga_started_at_ms: i64, now_ms: i64) -> Envelope {
+        let mut envelope = Envelope::root(event, now_ms);
+        envelope.meta.saga_started_at_ms = saga_started_at_ms;
+        envelope
+    }
+
     /// Key, value and headers for Kafka. The key is the order id.
     pub fn encode(&self) -> EncodedRecord {
         let mut headers = BTreeMap::new();
@@ -483,6 +492,12 @@ mod tests {
                 PaymentRefunded { order_id, customer_id, amount_cents }.into()
             }),
             (id.clone(), arb_stock_lines()).prop_map(|(order_id, items)| StockReleased { order_id, items }.into()),
+            (id.clone(), prop::option::of(".*")).prop_map(|(order_id, reason)| OrderCancellationRequested { order_id, reason }.into()),
+            (id.clone(), any::<bool>()).prop_map(|(order_id, b)| {
+                let reason = if b { RefusalReason::AlreadyShipped } else { RefusalReason::AlreadyCancelled };
+                OrderCancellationRefused { order_id, reason }.into()
+            }),
+            (id.clone(), arb_string()).prop_map(|(order_id, shipment_id)| ShipmentCancelled { order_id, shipment_id }.into()),
             (prop::option::of(id), ".*", any::<i32>(), any::<i64>()).prop_map(|(order_id, error, p, o)| {
                 DeadLetter {
                     order_id,
@@ -522,7 +537,7 @@ mod tests {
 
         /// Arbitrary bytes on any topic decode or fail with an error; they never panic.
         #[test]
-        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256), t in 0usize..12) {
+        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256), t in 0usize..Topic::ALL.len()) {
             let _ = decode_record(RawRecord {
                 topic: Topic::ALL[t],
                 key: None,

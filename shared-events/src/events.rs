@@ -176,6 +176,10 @@ pub enum CancelReason {
     PaymentFailed,
     StockFailed,
     ShippingFailed,
+    /// No terminal state within the saga deadline.
+    Timeout,
+    /// The customer asked (`OrderCancellationRequested`) before the order shipped.
+    CustomerRequest,
 }
 
 /// Terminal: the order failed. Whoever acted on it must undo what it did.
@@ -199,6 +203,36 @@ pub struct PaymentRefunded {
 pub struct StockReleased {
     pub order_id: OrderId,
     pub items: Vec<StockLine>,
+}
+
+/// A customer asks to cancel an order. Hand-typed: `{"order_id":"o-1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancellationRequested {
+    pub order_id: OrderId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// Shipping is the pivot: once booked, an order is no longer cancelled.
+    AlreadyShipped,
+    AlreadyCancelled,
+}
+
+/// The cancellation request came too late.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancellationRefused {
+    pub order_id: OrderId,
+    pub reason: RefusalReason,
+}
+
+/// Compensation: a shipment booked for an order that was cancelled meanwhile is called off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentCancelled {
+    pub order_id: OrderId,
+    pub shipment_id: String,
 }
 
 /// A record a service could not process, parked with its origin so nothing is lost.
@@ -251,7 +285,11 @@ reason_codes! {
     PaymentFailureReason { InsufficientFunds => "insufficient_funds", UnknownCustomer => "unknown_customer" }
     StockFailureReason { OutOfStock => "out_of_stock", UnknownSku => "unknown_sku" }
     ShippingFailureReason { DestinationNotServed => "destination_not_served" }
-    CancelReason { PaymentFailed => "payment_failed", StockFailed => "stock_failed", ShippingFailed => "shipping_failed" }
+    CancelReason {
+        PaymentFailed => "payment_failed", StockFailed => "stock_failed", ShippingFailed => "shipping_failed",
+        Timeout => "timeout", CustomerRequest => "customer_request",
+    }
+    RefusalReason { AlreadyShipped => "already_shipped", AlreadyCancelled => "already_cancelled" }
 }
 
 /// `widget×2, gadget×1`: stock lines for people.
@@ -315,6 +353,9 @@ events!(
     OrderCancelled,
     PaymentRefunded,
     StockReleased,
+    OrderCancellationRequested,
+    OrderCancellationRefused,
+    ShipmentCancelled,
     DeadLetter,
 );
 
@@ -333,6 +374,9 @@ impl Event {
             Event::OrderCancelled(e) => &e.order_id,
             Event::PaymentRefunded(e) => &e.order_id,
             Event::StockReleased(e) => &e.order_id,
+            Event::OrderCancellationRequested(e) => &e.order_id,
+            Event::OrderCancellationRefused(e) => &e.order_id,
+            Event::ShipmentCancelled(e) => &e.order_id,
             Event::DeadLetter(e) => return e.order_id.as_ref(),
         })
     }

@@ -17,12 +17,15 @@ pub enum Topic {
     OrderCancelled,
     PaymentRefunded,
     StockReleased,
+    OrderCancellationRequested,
+    OrderCancellationRefused,
+    ShipmentCancelled,
     DeadLetter,
 }
 
 impl Topic {
     /// All topics, in saga order; `DeadLetter` last.
-    pub const ALL: [Topic; 12] = [
+    pub const ALL: [Topic; 15] = [
         Topic::OrderCreated,
         Topic::PaymentCompleted,
         Topic::PaymentFailed,
@@ -34,6 +37,9 @@ impl Topic {
         Topic::OrderCancelled,
         Topic::PaymentRefunded,
         Topic::StockReleased,
+        Topic::OrderCancellationRequested,
+        Topic::OrderCancellationRefused,
+        Topic::ShipmentCancelled,
         Topic::DeadLetter,
     ];
 
@@ -51,13 +57,16 @@ impl Topic {
             Topic::OrderCancelled => "OrderCancelled",
             Topic::PaymentRefunded => "PaymentRefunded",
             Topic::StockReleased => "StockReleased",
+            Topic::OrderCancellationRequested => "OrderCancellationRequested",
+            Topic::OrderCancellationRefused => "OrderCancellationRefused",
+            Topic::ShipmentCancelled => "ShipmentCancelled",
             Topic::DeadLetter => "DeadLetter",
         }
     }
 
     /// Compensation events undo an earlier step; logs and tools mark them.
     pub const fn is_compensation(self) -> bool {
-        matches!(self, Topic::PaymentRefunded | Topic::StockReleased)
+        matches!(self, Topic::PaymentRefunded | Topic::StockReleased | Topic::ShipmentCancelled)
     }
 
     /// Terminal events end a saga.

@@ -4,8 +4,10 @@
 //! StockReserved       ──▶  is the destination country served? ──▶  ShipmentScheduled
 //!                                                                  | ShippingFailed
 //!                                                                    (destination_not_served)
-//!
-//! Shipping is the last step, so it has nothing to compensate.
+//! OrderCancelled      ──▶  was a shipment booked meanwhile?    ──▶  ShipmentCancelled
+//!                          (a deadline or a customer raced the      (compensation)
+//!                          booking; not booked: remember it,
+//!                          never book it)
 //! State (sled): `countries` (served), `shipments` (order → scheduled/refused).
 //! Demo countries on first start: US CA GB DE FR NL JP (`--seed FILE` replaces them).
 
@@ -23,5 +25,5 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    saga_runtime::main::<Shipping>(Cli::parse().runtime)
+    saga_runtime::main(Shipping::default(), Cli::parse().runtime)
 }
