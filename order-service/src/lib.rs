@@ -74,9 +74,12 @@ impl OrderRecord {
     }
 
     /// The compensations a cancelled order still waits for: a refund if it was paid, a
-    /// release if stock was reserved.
+    /// release if stock was reserved, a call-off if it shipped anyway. Empty if not cancelled.
     pub fn awaiting(&self) -> Vec<Topic> {
         let mut waiting = Vec::new();
+        if self.cancelled.is_none() {
+            return waiting;
+        }
         if self.paid && !self.refunded {
             waiting.push(Topic::PaymentRefunded);
         }
@@ -284,7 +287,21 @@ fn step(rec: &mut OrderRecord, order_id: &OrderId, event: &Event) -> Option<Even
                 }
             }
         }
-        Event::OrderCompleted(_) | Event::OrderCancelled(_) | Event::OrderCancellationRefused(_) | Event::DeadLetter(_) => None,
+        // The order service's own decisions, as facts: it never consumes them, but tools that
+        // replay a saga's history through these rules (`saga trace`) do.
+        Event::OrderCompleted(_) => {
+            if rec.cancelled.is_none() {
+                rec.completed = true;
+            }
+            None
+        }
+        Event::OrderCancelled(e) => {
+            if !rec.completed {
+                rec.cancelled.get_or_insert(e.reason);
+            }
+            None
+        }
+        Event::OrderCancellationRefused(_) | Event::DeadLetter(_) => None,
     }
 }
 

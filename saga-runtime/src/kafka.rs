@@ -44,6 +44,8 @@ pub enum KafkaEdgeError {
     Fetch { topic: String, partition: i32, source: KafkaError },
     #[error("topics not visible yet (just created?): {0}")]
     TopicsNotReady(String),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
     #[error("no answer from Kafka within {0:?} ({1})")]
     TimedOut(Duration, &'static str),
 }

@@ -69,6 +69,18 @@ impl Topic {
         matches!(self, Topic::PaymentRefunded | Topic::StockReleased | Topic::ShipmentCancelled)
     }
 
+    /// Who publishes this event: a service, or `customer` (a person or a tool).
+    pub const fn emitted_by(self) -> &'static str {
+        match self {
+            Topic::OrderCreated | Topic::OrderCancellationRequested => "customer",
+            Topic::PaymentCompleted | Topic::PaymentFailed | Topic::PaymentRefunded => "payment",
+            Topic::StockReserved | Topic::StockFailed | Topic::StockReleased => "inventory",
+            Topic::ShipmentScheduled | Topic::ShippingFailed | Topic::ShipmentCancelled => "shipping",
+            Topic::OrderCompleted | Topic::OrderCancelled | Topic::OrderCancellationRefused => "order",
+            Topic::DeadLetter => "any service",
+        }
+    }
+
     /// Terminal events end a saga.
     pub const fn is_terminal(self) -> bool {
         matches!(self, Topic::OrderCompleted | Topic::OrderCancelled)

@@ -1,0 +1,324 @@
+//! What the recorded events say: per-order histories, current state, stuck sagas, and
+//! violations of the saga's invariants. Pure functions: no Kafka, no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use order_service::{OrderRecord, OrderStatus, Orders};
+use saga_runtime::Context;
+use shared_events::{Envelope, Event, EventId, Topic};
+
+/// One event as found on a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub topic: Topic,
+    pub partition: i32,
+    pub offset: i64,
+    pub envelope: Envelope,
+}
+
+impl Recorded {
+    pub fn order_id(&self) -> Option<&str> {
+        self.envelope.event.order_id().map(|o| o.as_str())
+    }
+
+    pub fn at_ms(&self) -> i64 {
+        self.envelope.meta.occurred_at_ms
+    }
+}
+
+/// Events grouped by order, each order's events once per event id, in time order.
+pub fn by_order(events: &[Recorded]) -> BTreeMap<String, Vec<Recorded>> {
+    let mut orders: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for e in events {
+        let Some(id) = e.order_id() else { continue };
+        if e.topic == Topic::DeadLetter || !seen.insert(e.envelope.meta.event_id) {
+            continue;
+        }
+        orders.entry(id.to_owned()).or_default().push(e.clone());
+    }
+    for list in orders.values_mut() {
+        list.sort_by_key(|e| (e.at_ms(), e.topic, e.offset));
+    }
+    orders
+}
+
+/// An order's state as the order service sees it, from its events (replayed through the
+/// order service's own rules).
+pub fn state(history: &[Recorded]) -> OrderRecord {
+    let mut orders = Orders::default();
+    let mut id = None;
+    for e in history {
+        let ctx = Context { now_ms: e.at_ms(), partition: e.partition };
+        orders.apply(&e.envelope, &ctx);
+        id = e.order_id().map(str::to_owned);
+    }
+    id.and_then(|id| orders.orders.get(&id).cloned()).unwrap_or_default()
+}
+
+/// Whether the saga has a terminal event on the topics.
+pub fn is_terminal(history: &[Recorded]) -> bool {
+    history.iter().any(|e| e.topic.is_terminal())
+}
+
+/// The one-line summary of an order's state.
+pub fn state_line(history: &[Recorded]) -> String {
+    let rec = state(history);
+    let span = match (history.first(), history.last()) {
+        (Some(a), Some(b)) => format!(", {} ms from first to last event", b.at_ms() - a.at_ms()),
+        _ => String::new(),
+    };
+    let status = match rec.status() {
+        OrderStatus::Cancelled => {
+            let reason = rec.cancelled.map(|r| r.to_string()).unwrap_or_default();
+            let awaiting = rec.awaiting();
+            if awaiting.is_empty() {
+                let mut undone = Vec::new();
+                if rec.refunded {
+                    undone.push("refunded");
+                }
+                if rec.released {
+                    undone.push("stock released");
+                }
+                if rec.shipment_cancelled {
+                    undone.push("shipment called off");
+                }
+                if undone.is_empty() {
+                    format!("cancelled ({reason}), nothing to undo")
+                } else {
+                    format!("cancelled ({reason}), compensated: {}", undone.join(", "))
+                }
+            } else {
+                let names: Vec<&str> = awaiting.iter().map(|t| t.as_str()).collect();
+                format!("cancelled ({reason}), waiting for {}", names.join(" and "))
+            }
+        }
+        OrderStatus::Completed => "completed (shipped)".to_owned(),
+        other => format!("{} — {}", format!("{other:?}").to_lowercase(), waiting_on(&rec)),
+    };
+    format!("state: {status}{span}")
+}
+
+/// The step an unfinished saga waits for.
+pub fn waiting_on(rec: &OrderRecord) -> String {
+    if rec.cancelled.is_some() {
+        let names: Vec<&str> = rec.awaiting().iter().map(|t| t.as_str()).collect();
+        return format!("compensation: {}", names.join(", "));
+    }
+    match rec.status() {
+        OrderStatus::Pending if !rec.placed => "its OrderCreated (seen only later steps)".to_owned(),
+        OrderStatus::Pending => "payment (PaymentCompleted or PaymentFailed)".to_owned(),
+        OrderStatus::Paid => "inventory (StockReserved or StockFailed)".to_owned(),
+        OrderStatus::Reserved => "shipping (ShipmentScheduled or ShippingFailed)".to_owned(),
+        OrderStatus::Completed | OrderStatus::Cancelled => "nothing".to_owned(),
+    }
+}
+
+/// A saga without a terminal state (or a cancelled one still awaiting compensation) older
+/// than the threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    pub order_id: String,
+    pub age_ms: i64,
+    pub last: Topic,
+    pub waiting_on: String,
+}
+
+/// Sagas started more than `older_than_ms` before `now_ms` that have not finished.
+pub fn stuck(events: &[Recorded], now_ms: i64, older_than_ms: i64) -> Vec<Stuck> {
+    let mut out = Vec::new();
+    for (order_id, history) in by_order(events) {
+        let rec = state(&history);
+        let unfinished = !is_terminal(&history) || !rec.awaiting().is_empty();
+        let started = history.iter().map(|e| e.envelope.meta.saga_started_at_ms).min().unwrap_or(now_ms);
+        let age_ms = now_ms - started;
+        if unfinished && age_ms > older_than_ms {
+            let last = history.last().map_or(Topic::OrderCreated, |e| e.topic);
+            out.push(Stuck { order_id, age_ms, last, waiting_on: waiting_on(&rec) });
+        }
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
+    out
+}
+
+/// A broken invariant, with the events that show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub order_id: Option<String>,
+    pub rule: &'static str,
+    pub detail: String,
+    pub evidence: Vec<Recorded>,
+}
+
+/// Checks the whole log:
+/// - no order both completed and cancelled, and no event type twice for one order;
+/// - a cancelled order that was charged is refunded exactly once, by the amount charged;
+///   its reservation released exactly once, exactly; its late shipment called off;
+/// - nothing is compensated that was not done, or for an order that was not cancelled;
+/// - every event's cause is an event on the topics.
+///
+/// Compensations still missing for cancellations younger than `grace_ms` are in flight, not
+/// violations.
+pub fn audit(events: &[Recorded], now_ms: i64, grace_ms: i64) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let known: BTreeSet<EventId> = events.iter().map(|e| e.envelope.meta.event_id).collect();
+    for e in events {
+        if let Some(cause) = e.envelope.meta.causation_id {
+            if !known.contains(&cause) {
+                out.push(Violation {
+                    order_id: e.order_id().map(str::to_owned),
+                    rule: "unknown cause",
+                    detail: format!("{} names cause {cause}, which is on no topic", e.topic),
+                    evidence: vec![e.clone()],
+                });
+            }
+        }
+    }
+    for (order_id, history) in by_order(events) {
+        let mut v = |rule: &'static str, detail: String, evidence: Vec<&Recorded>| {
+            out.push(Violation {
+                order_id: Some(order_id.clone()),
+                rule,
+                detail,
+                evidence: evidence.into_iter().cloned().collect(),
+            })
+        };
+        let of = |t: Topic| history.iter().filter(|e| e.topic == t).collect::<Vec<_>>();
+        for t in Topic::ALL {
+            let list = of(t);
+            // A customer may ask to cancel more than once; every other event happens once.
+            if list.len() > 1 && !matches!(t, Topic::OrderCancellationRequested | Topic::OrderCancellationRefused) {
+                v("once per order", format!("{} distinct {t} events", list.len()), list);
+            }
+        }
+        let completed = of(Topic::OrderCompleted);
+        let cancelled = of(Topic::OrderCancelled);
+        if !completed.is_empty() && !cancelled.is_empty() {
+            v("one terminal state", "both completed and cancelled".into(), completed.iter().chain(&cancelled).copied().collect());
+        }
+        let charged = of(Topic::PaymentCompleted);
+        let refunded = of(Topic::PaymentRefunded);
+        let reserved = of(Topic::StockReserved);
+        let released = of(Topic::StockReleased);
+        let shipped = of(Topic::ShipmentScheduled);
+        let called_off = of(Topic::ShipmentCancelled);
+        if cancelled.is_empty() {
+            for (what, list) in [("refunded", &refunded), ("stock released", &released), ("shipment called off", &called_off)] {
+                if !list.is_empty() {
+                    v("compensate only cancelled orders", format!("{what}, but the order was never cancelled"), list.clone());
+                }
+            }
+            continue;
+        }
+        let in_flight = cancelled.iter().all(|c| now_ms - c.at_ms() < grace_ms);
+        let pairs = [
+            ("refund exactly what was charged", &charged, &refunded, "charged", "refunded"),
+            ("release exactly what was reserved", &reserved, &released, "reserved", "released"),
+            ("call off a late shipment", &shipped, &called_off, "shipped", "called off"),
+        ];
+        for (rule, done, undone, done_word, undone_word) in pairs {
+            match (done.len(), undone.len()) {
+                (0, 0) => {}
+                (0, _) => v(rule, format!("{undone_word} but never {done_word}"), undone.clone()),
+                (_, 0) if in_flight => {}
+                (_, 0) => v(rule, format!("cancelled and {done_word}, but never {undone_word}"), done.iter().chain(&cancelled).copied().collect()),
+                (_, 1) => {
+                    if let Some(diff) = mismatch(&done[0].envelope.event, &undone[0].envelope.event) {
+                        v(rule, diff, vec![done[0], undone[0]]);
+                    }
+                }
+                (_, n) => v(rule, format!("{undone_word} {n} times"), undone.clone()),
+            }
+        }
+    }
+    out
+}
+
+/// How a compensation differs from what it undoes, if it does.
+fn mismatch(done: &Event, undone: &Event) -> Option<String> {
+    match (done, undone) {
+        (Event::PaymentCompleted(c), Event::PaymentRefunded(r)) if c.amount_cents != r.amount_cents => {
+            Some(format!("charged {} cents, refunded {}", c.amount_cents, r.amount_cents))
+        }
+        (Event::StockReserved(a), Event::StockReleased(b)) if a.items != b.items => {
+            Some(format!("reserved {:?}, released {:?}", a.items, b.items))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_events::*;
+
+    fn rec(topic: Topic, event: Event, cause: Option<&Recorded>, at: i64) -> Recorded {
+        let envelope = match cause {
+            Some(c) => Envelope::caused_by(&c.envelope.meta, event, at),
+            None => Envelope::root(event, at),
+        };
+        Recorded { topic, partition: 0, offset: at, envelope }
+    }
+
+    fn cancelled_after_shipping_failed() -> Vec<Recorded> {
+        let id = OrderId::from("o-1");
+        let items = vec![LineItem { sku: "widget".into(), quantity: 2, unit_price_cents: 10 }];
+        let ship_to = Address { country: "AQ".into(), ..Address::default() };
+        let lines = vec![StockLine { sku: "widget".into(), quantity: 2 }];
+        let created = rec(Topic::OrderCreated, OrderCreated { order_id: id.clone(), customer_id: "alice".into(), items: items.clone(), ship_to: ship_to.clone() }.into(), None, 1);
+        let paid = rec(Topic::PaymentCompleted, PaymentCompleted { order_id: id.clone(), customer_id: "alice".into(), amount_cents: 20, items, ship_to: ship_to.clone() }.into(), Some(&created), 2);
+        let reserved = rec(Topic::StockReserved, StockReserved { order_id: id.clone(), items: lines.clone(), ship_to }.into(), Some(&paid), 3);
+        let failed = rec(Topic::ShippingFailed, ShippingFailed { order_id: id.clone(), country: "AQ".into(), reason: ShippingFailureReason::DestinationNotServed }.into(), Some(&reserved), 4);
+        let cancelled = rec(Topic::OrderCancelled, OrderCancelled { order_id: id.clone(), reason: CancelReason::ShippingFailed, detail: String::new() }.into(), Some(&failed), 5);
+        let refunded = rec(Topic::PaymentRefunded, PaymentRefunded { order_id: id.clone(), customer_id: "alice".into(), amount_cents: 20 }.into(), Some(&cancelled), 6);
+        let released = rec(Topic::StockReleased, StockReleased { order_id: id, items: lines }.into(), Some(&cancelled), 7);
+        vec![created, paid, reserved, failed, cancelled, refunded, released]
+    }
+
+    #[test]
+    fn a_compensated_saga_passes_the_audit_and_reads_as_compensated() {
+        let events = cancelled_after_shipping_failed();
+        assert_eq!(audit(&events, 1_000_000, 30_000), vec![]);
+        let line = state_line(&by_order(&events)["o-1"]);
+        assert!(line.contains("cancelled (shipping_failed), compensated: refunded, stock released"), "{line}");
+        assert!(stuck(&events, 1_000_000, 1_000).is_empty());
+    }
+
+    #[test]
+    fn a_missing_refund_is_in_flight_then_a_violation() {
+        let mut events = cancelled_after_shipping_failed();
+        events.retain(|e| e.topic != Topic::PaymentRefunded);
+        assert!(audit(&events, 10, 30_000).is_empty(), "within the grace period");
+        let found = audit(&events, 100_000, 30_000);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].rule, "refund exactly what was charged");
+        let stuck = stuck(&events, 100_000, 1_000);
+        assert_eq!(stuck.len(), 1);
+        assert!(stuck[0].waiting_on.contains("PaymentRefunded"));
+    }
+
+    #[test]
+    fn double_refunds_wrong_amounts_and_unknown_causes_are_found() {
+        let mut events = cancelled_after_shipping_failed();
+        let cancelled = events[4].clone();
+        let mut second = rec(Topic::PaymentRefunded, PaymentRefunded { order_id: "o-1".into(), customer_id: "alice".into(), amount_cents: 25 }.into(), Some(&cancelled), 8);
+        second.envelope.meta.event_id = EventId::for_order(Topic::DeadLetter, "x");
+        events.push(second);
+        let rules: BTreeSet<&str> = audit(&events, 100_000, 30_000).iter().map(|v| v.rule).collect();
+        assert!(rules.contains("refund exactly what was charged") && rules.contains("once per order"), "{rules:?}");
+
+        let mut events = cancelled_after_shipping_failed();
+        events.remove(0); // the OrderCreated, cause of the PaymentCompleted
+        let found = audit(&events, 100_000, 30_000);
+        assert!(found.iter().any(|v| v.rule == "unknown cause"), "{found:?}");
+    }
+
+    #[test]
+    fn an_unfinished_saga_is_stuck_waiting_on_the_next_step() {
+        let events: Vec<Recorded> = cancelled_after_shipping_failed().into_iter().take(2).collect();
+        let found = stuck(&events, 60_000, 30_000);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].last, Topic::PaymentCompleted);
+        assert!(found[0].waiting_on.starts_with("inventory"), "{}", found[0].waiting_on);
+    }
+}

@@ -1,0 +1,165 @@
+//! Kafka for the CLI: read every saga topic from the start, follow them live, publish.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::{Record, RecordAndOffset};
+use saga_runtime::kafka::bounded;
+use shared_events::envelope::{decode_record, RawRecord};
+use shared_events::partitioner::partition_for_key;
+use shared_events::{Envelope, Topic};
+use tokio::sync::mpsc;
+
+use crate::analysis::Recorded;
+
+/// What [`Topics::read_all`] found.
+pub struct History {
+    pub events: Vec<Recorded>,
+    pub undecodable: usize,
+    pub ends: BTreeMap<(Topic, i32), i64>,
+}
+
+/// A connection to the saga's topics (with an optional deployment prefix).
+pub struct Topics {
+    client: Arc<Client>,
+    prefix: String,
+    partitions: BTreeMap<Topic, i32>,
+}
+
+impl Topics {
+    pub async fn connect(bootstrap: &[String], prefix: &str) -> Result<Topics> {
+        let servers = bootstrap.join(",");
+        let client = bounded("connect", Duration::ZERO, async {
+            ClientBuilder::new(bootstrap.to_vec()).client_id("saga-cli").build().await
+        })
+        .await
+        .with_context(|| format!("cannot reach Kafka at {servers}"))?;
+        let listed = bounded("list topics", Duration::ZERO, client.list_topics()).await.context("cannot list topics")?;
+        let mut partitions = BTreeMap::new();
+        for topic in Topic::ALL {
+            let name = format!("{prefix}{topic}");
+            if let Some(t) = listed.iter().find(|t| t.name == name) {
+                partitions.insert(topic, t.partitions.len() as i32);
+            }
+        }
+        if partitions.is_empty() {
+            anyhow::bail!("no saga topics on {servers} (prefix `{prefix}`); start a service first");
+        }
+        Ok(Topics { client: Arc::new(client), prefix: prefix.to_owned(), partitions })
+    }
+
+    async fn partition(&self, topic: Topic, partition: i32) -> Result<PartitionClient> {
+        let name = format!("{}{topic}", self.prefix);
+        bounded("connect to partition", Duration::ZERO, self.client.partition_client(&name, partition, UnknownTopicHandling::Error))
+            .await
+            .with_context(|| format!("cannot read {name}/{partition}"))
+    }
+
+    /// Every decodable event on every saga topic, up to now; how many records did not decode
+    /// (they are on `DeadLetter`, parked by the services that read them); and where each
+    /// partition ended, to [`Topics::follow`] from there.
+    pub async fn read_all(&self) -> Result<History> {
+        let mut out = Vec::new();
+        let mut undecodable = 0;
+        let mut ends = BTreeMap::new();
+        for (&topic, &count) in &self.partitions {
+            for partition in 0..count {
+                let pc = self.partition(topic, partition).await?;
+                let end = bounded("latest offset", Duration::ZERO, pc.get_offset(OffsetAt::Latest)).await?;
+                let mut next = bounded("earliest offset", Duration::ZERO, pc.get_offset(OffsetAt::Earliest)).await?;
+                while next < end {
+                    let (records, _) = bounded("fetch", Duration::ZERO, pc.fetch_records(next, 1..8 * 1024 * 1024, 100)).await?;
+                    if records.is_empty() {
+                        break;
+                    }
+                    for r in records {
+                        if r.offset < next {
+                            continue;
+                        }
+                        next = r.offset + 1;
+                        match decode(topic, partition, &r) {
+                            Some(rec) => out.push(rec),
+                            None => undecodable += 1,
+                        }
+                    }
+                }
+                ends.insert((topic, partition), next.max(end));
+            }
+        }
+        Ok(History { events: out, undecodable, ends })
+    }
+
+    /// Sends every new event to `tx`, from `from` (where a [`Topics::read_all`] ended) or from
+    /// now, until `tx` closes.
+    pub async fn follow(&self, from: Option<&BTreeMap<(Topic, i32), i64>>, tx: mpsc::Sender<Recorded>) -> Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (&topic, &count) in &self.partitions {
+            for partition in 0..count {
+                let pc = self.partition(topic, partition).await?;
+                let mut next = match from.and_then(|ends| ends.get(&(topic, partition))) {
+                    Some(end) => *end,
+                    None => bounded("offset", Duration::ZERO, pc.get_offset(OffsetAt::Latest)).await?,
+                };
+                let tx = tx.clone();
+                tasks.spawn(async move {
+                    loop {
+                        let fetched = bounded("fetch", Duration::from_millis(500), pc.fetch_records(next, 1..8 * 1024 * 1024, 500)).await;
+                        let Ok((mut records, _)) = fetched else {
+                            tokio::time::sleep(Duration::from_secs(1)).await; // broker away: try again shortly
+                            continue;
+                        };
+                        records.sort_by_key(|r| r.offset);
+                        for r in records {
+                            if r.offset < next {
+                                continue;
+                            }
+                            next = r.offset + 1;
+                            if let Some(rec) = decode(topic, partition, &r) {
+                                if tx.send(rec).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        drop(tx);
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Publishes like the services do: headers, key = order id, the Java partitioner.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<i32> {
+        let topic = envelope.meta.event_type;
+        let count = *self.partitions.get(&topic).with_context(|| format!("topic {topic} does not exist"))?;
+        let rec = envelope.encode();
+        let partition = partition_for_key(rec.key.as_bytes(), count);
+        let pc = self.partition(topic, partition).await?;
+        let record = Record {
+            key: Some(rec.key.into_bytes()),
+            value: Some(rec.value),
+            headers: rec.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(envelope.meta.occurred_at_ms).unwrap_or_default(),
+        };
+        bounded("produce", Duration::ZERO, pc.produce(vec![record], Compression::NoCompression))
+            .await
+            .with_context(|| format!("cannot publish to {}{topic}", self.prefix))?;
+        Ok(partition)
+    }
+}
+
+fn decode(topic: Topic, partition: i32, r: &RecordAndOffset) -> Option<Recorded> {
+    let raw = RawRecord {
+        topic,
+        key: r.record.key.as_deref(),
+        value: r.record.value.as_deref(),
+        headers: &r.record.headers,
+        timestamp_ms: r.record.timestamp.timestamp_millis(),
+    };
+    decode_record(raw).ok().map(|envelope| Recorded { topic, partition, offset: r.offset, envelope })
+}

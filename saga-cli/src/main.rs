@@ -1,0 +1,265 @@
+//! `saga`: see the whole saga without a coordinator, straight from its topics.
+//!
+//! ```text
+//! saga trace <ORDER_ID>          the order's timeline across all topics, and its state
+//! saga watch [--order|--customer] every event live, one line each
+//! saga stuck --older-than 30s    sagas with no terminal state after that long, and what they wait on
+//! saga audit                     check the whole log for the saga's invariants (exit 1 on violation)
+//! saga place --customer alice --item widget:2 --price 1250 --country US
+//! saga cancel <ORDER_ID>         ask to cancel an order (OrderCancellationRequested)
+//! ```
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use saga_cli::analysis::{self, Recorded};
+use saga_cli::io::Topics;
+use saga_cli::render;
+use saga_runtime::config::parse_duration;
+use shared_events::{Address, Envelope, Event, LineItem, OrderCancellationRequested, OrderCreated};
+
+/// Trace, watch and audit the order saga by reading its Kafka topics.
+#[derive(Parser)]
+#[command(name = "saga", version, about, long_about = None)]
+struct Cli {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, global = true, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092", value_delimiter = ',')]
+    bootstrap_servers: Vec<String>,
+
+    /// Topic prefix of the deployment (as given to the services).
+    #[arg(long, global = true, env = "SAGA_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+
+    /// Colour: auto (when writing to a terminal), always, never.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "always", "never"])]
+    color: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// An order's timeline across all topics, then its state in one line.
+    Trace {
+        order_id: String,
+    },
+    /// Follow every topic live, one line per event.
+    Watch {
+        /// Only this order.
+        #[arg(long)]
+        order: Option<String>,
+        /// Only this customer's orders.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Start from the oldest records instead of now.
+        #[arg(long)]
+        from_beginning: bool,
+    },
+    /// Sagas with no terminal state (or compensation missing) after this long.
+    Stuck {
+        /// e.g. 30s, 5m.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        older_than: Duration,
+    },
+    /// Check the whole log for the saga's invariants; exit 1 if any is broken.
+    Audit {
+        /// Compensations of cancellations younger than this are in flight, not missing.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        grace: Duration,
+    },
+    /// Publish an OrderCreated; prints the order id.
+    Place {
+        #[arg(long)]
+        customer: String,
+        /// A line, `sku:quantity` or `sku:quantity:unit_price_cents`; repeat for more lines.
+        #[arg(long = "item", required = true, value_parser = parse_item)]
+        items: Vec<(String, u32, Option<u64>)>,
+        /// Unit price in cents for lines that do not give one.
+        #[arg(long, default_value_t = 1000)]
+        price: u64,
+        /// Destination country (ISO 3166 alpha-2).
+        #[arg(long, default_value = "US")]
+        country: String,
+        /// The order id [default: a new o-<random>].
+        #[arg(long)]
+        order_id: Option<String>,
+    },
+    /// Ask to cancel an order (refused once it has shipped).
+    Cancel {
+        order_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+fn parse_item(s: &str) -> Result<(String, u32, Option<u64>), String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || format!("`{s}` is not sku:quantity[:unit_price_cents]");
+    match parts.as_slice() {
+        [sku, qty] | [sku, qty, _] if !sku.is_empty() => {
+            let qty: u32 = qty.parse().ok().filter(|q| *q > 0).ok_or_else(bad)?;
+            let price = match parts.get(2) {
+                Some(p) => Some(p.parse().map_err(|_| bad())?),
+                None => None,
+            };
+            Ok(((*sku).to_owned(), qty, price))
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("saga: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let colour = match cli.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let topics = Topics::connect(&cli.bootstrap_servers, &cli.topic_prefix).await?;
+    match cli.command {
+        Command::Trace { order_id } => {
+            let events = topics.read_all().await?.events;
+            let orders = analysis::by_order(&events);
+            let Some(history) = orders.get(&order_id) else {
+                bail!("no events for order `{order_id}`");
+            };
+            say(&format!("order {order_id} (partition {})", history[0].partition));
+            let mut previous = None;
+            for e in history {
+                say(&format!("{}", render::trace_line(e, previous, colour)));
+                previous = Some(e.at_ms());
+            }
+            say(&format!("{}", analysis::state_line(history)));
+        }
+        Command::Watch { order, customer, from_beginning } => {
+            let shown = |e: &Recorded, owner: &HashMap<String, String>| {
+                let id = e.order_id().unwrap_or_default();
+                order.as_deref().is_none_or(|o| o == id)
+                    && customer.as_deref().is_none_or(|c| owner.get(id).map(String::as_str) == Some(c))
+            };
+            // History first, in time order (a customer filter needs it anyway, to know whose
+            // each order is); then live from exactly where the history ended.
+            let mut owner: HashMap<String, String> = HashMap::new();
+            let mut ends = None;
+            if customer.is_some() || from_beginning {
+                let mut history = topics.read_all().await?;
+                history.events.sort_by_key(|e| (e.at_ms(), e.topic));
+                for e in &history.events {
+                    learn_owner(&mut owner, e);
+                    if from_beginning && shown(e, &owner) {
+                        say(&render::watch_line(e, colour));
+                    }
+                }
+                ends = Some(history.ends);
+            }
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let follow = topics.follow(ends.as_ref(), tx);
+            tokio::pin!(follow);
+            loop {
+                tokio::select! {
+                    r = &mut follow => { r?; break; }
+                    _ = tokio::signal::ctrl_c() => break,
+                    Some(e) = rx.recv() => {
+                        learn_owner(&mut owner, &e);
+                        if shown(&e, &owner) {
+                            say(&render::watch_line(&e, colour));
+                        }
+                    }
+                }
+            }
+        }
+        Command::Stuck { older_than } => {
+            let events = topics.read_all().await?.events;
+            let stuck = analysis::stuck(&events, now_ms(), older_than.as_millis() as i64);
+            if stuck.is_empty() {
+                say(&format!("no saga older than {older_than:?} is unfinished"));
+            }
+            for s in &stuck {
+                say(&format!("{:<24} {:>8.1}s  last {:<24} waiting on {}", s.order_id, s.age_ms as f64 / 1000.0, s.last.as_str(), s.waiting_on));
+            }
+        }
+        Command::Audit { grace } => {
+            let history = topics.read_all().await?;
+            let (events, undecodable) = (history.events, history.undecodable);
+            let orders = analysis::by_order(&events).len();
+            let violations = analysis::audit(&events, now_ms(), grace.as_millis() as i64);
+            for v in &violations {
+                say(&format!("{} {}: {} — {}", render::paint("VIOLATION", render::Tone::Poison, colour), v.order_id.as_deref().unwrap_or("-"), v.rule, v.detail));
+                for e in &v.evidence {
+                    say(&format!("    {} {}/{}@{} id={} {}", render::clock(e.at_ms()), e.topic, e.partition, e.offset, e.envelope.meta.event_id, render::facts(&e.envelope.event)));
+                }
+            }
+            say(&format!(
+                "audited {} events of {orders} orders ({undecodable} undecodable records, on DeadLetter): {} violation(s)",
+                events.len(),
+                violations.len()
+            ));
+            if !violations.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Place { customer, items, price, country, order_id } => {
+            let order_id = order_id.unwrap_or_else(|| format!("o-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+            let event = OrderCreated {
+                order_id: order_id.as_str().into(),
+                customer_id: customer,
+                items: items
+                    .into_iter()
+                    .map(|(sku, quantity, p)| LineItem { sku, quantity, unit_price_cents: p.unwrap_or(price) })
+                    .collect(),
+                ship_to: Address { country, ..Address::default() },
+            };
+            let total = event.total_cents().context("the order total overflows")?;
+            let partition = topics.publish(&Envelope::root(Event::OrderCreated(event), now_ms())).await?;
+            eprintln!("placed {order_id} ({total} cents) on partition {partition}; follow it with: saga trace {order_id}");
+            say(&format!("{order_id}"));
+        }
+        Command::Cancel { order_id, reason } => {
+            let event = OrderCancellationRequested { order_id: order_id.as_str().into(), reason };
+            topics.publish(&Envelope::root(Event::OrderCancellationRequested(event), now_ms())).await?;
+            eprintln!("asked to cancel {order_id}; see the outcome with: saga trace {order_id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a line; a closed pipe (`saga watch | head`) ends the program quietly, like other
+/// Unix tools.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+fn learn_owner(owner: &mut HashMap<String, String>, e: &Recorded) {
+    let customer = match &e.envelope.event {
+        Event::OrderCreated(o) => &o.customer_id,
+        Event::PaymentCompleted(p) => &p.customer_id,
+        Event::PaymentFailed(p) => &p.customer_id,
+        _ => return,
+    };
+    if let Some(id) = e.order_id() {
+        owner.entry(id.to_owned()).or_insert_with(|| customer.clone());
+    }
+}
