@@ -95,15 +95,29 @@ impl Topics {
 
     /// Sends every new event to `tx`, from `from` (where a [`Topics::read_all`] ended) or from
     /// now, until `tx` closes.
-    pub async fn follow(&self, from: Option<&BTreeMap<(Topic, i32), i64>>, tx: mpsc::Sender<Recorded>) -> Result<()> {
+    /// Tells `ready` once every partition's starting offset is fixed: from then on, nothing
+    /// published is missed.
+    pub async fn follow(
+        &self,
+        from: Option<&BTreeMap<(Topic, i32), i64>>,
+        tx: mpsc::Sender<Recorded>,
+        ready: impl FnOnce(usize),
+    ) -> Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut starts = Vec::new();
         for (&topic, &count) in &self.partitions {
             for partition in 0..count {
                 let pc = self.partition(topic, partition).await?;
-                let mut next = match from.and_then(|ends| ends.get(&(topic, partition))) {
+                let next = match from.and_then(|ends| ends.get(&(topic, partition))) {
                     Some(end) => *end,
                     None => bounded("offset", Duration::ZERO, pc.get_offset(OffsetAt::Latest)).await?,
                 };
+                starts.push((topic, partition, pc, next));
+            }
+        }
+        ready(starts.len());
+        for (topic, partition, pc, mut next) in starts {
+            {
                 let tx = tx.clone();
                 tasks.spawn(async move {
                     loop {

@@ -173,7 +173,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ends = Some(history.ends);
             }
             let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-            let follow = topics.follow(ends.as_ref(), tx);
+            let follow = topics.follow(ends.as_ref(), tx, |n| {
+                eprintln!("saga: watching {n} partitions live (Ctrl-C to stop)");
+            });
             tokio::pin!(follow);
             loop {
                 tokio::select! {

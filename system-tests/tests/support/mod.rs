@@ -71,7 +71,7 @@ pub fn bin_dir() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.current_dir(repo_root()).args(["build", "--quiet", "--bins"]);
-        for s in SERVICES {
+        for s in SERVICES.iter().chain(&["saga-cli"]) {
             build.args(["-p", s]);
         }
         if release {
@@ -400,6 +400,24 @@ impl Deployment {
                 assert!(status.success(), "{name} exited with {status} after SIGTERM\n{}", tail(&svc.log, 30));
             }
         }
+    }
+
+    /// Runs the `saga` CLI against this deployment; returns (exit code, stdout, stderr).
+    pub fn saga(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin_dir().join("saga"))
+            .args(["--bootstrap-servers", &self.bootstrap, "--topic-prefix", &self.prefix, "--color", "never"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Waits until `saga trace <order>` prints a line containing `needle`; returns the trace.
+    pub async fn wait_trace(&self, order_id: &str, needle: &str) -> String {
+        wait_until(&format!("`saga trace {order_id}` to show {needle:?}"), || async {
+            let (_, out, err) = self.saga(&["trace", order_id]);
+            if out.contains(needle) { Ok(out) } else { Err(format!("{out}{err}")) }
+        }, || self.logs()).await
     }
 
     /// A table of a stopped service's store.
