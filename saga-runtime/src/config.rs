@@ -71,6 +71,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "SAGA_OWN_PARTITIONS", value_delimiter = ',', conflicts_with_all = ["instance", "instances"])]
     pub own_partitions: Vec<i32>,
 
+    /// UNSAFE: do not fsync the store before publishing (sled still flushes every second).
+    /// Only for measuring what durability costs: a crash can then publish events whose
+    /// effects are lost, and a redo may decide differently.
+    #[arg(long, env = "SAGA_UNSAFE_SKIP_FSYNC")]
+    pub unsafe_skip_fsync: bool,
+
     /// Fault injection for tests: abort the process right after every Nth durable commit,
     /// before its outbox is published (the window the outbox exists for).
     #[arg(long, hide = true, env = "SAGA_FAULT_CRASH_AFTER_COMMIT",
@@ -122,6 +128,8 @@ pub struct RuntimeConfig {
     pub fault_crash_after_commit: Option<u32>,
     /// Which partitions this instance consumes.
     pub ownership: Ownership,
+    /// See [`RuntimeArgs::unsafe_skip_fsync`].
+    pub unsafe_skip_fsync: bool,
 }
 
 /// Which partitions of the saga's topics an instance consumes. Static, so two instances own
@@ -210,6 +218,7 @@ impl RuntimeArgs {
             max_backoff: Duration::from_secs(5),
             fault_crash_after_commit: self.fault_crash_after_commit,
             ownership,
+            unsafe_skip_fsync: self.unsafe_skip_fsync,
         })
     }
 }

@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{RuntimeArgs, RuntimeConfig};
 use crate::kafka::{self, Fetched, KafkaEdgeError, Publisher};
-use crate::store::{Commit, OutboxEntry, OutboxKey, Store, StoreError};
+use crate::store::{Commit, OutboxCleaner, OutboxEntry, OutboxKey, Store, StoreError};
 use crate::Service;
 
 /// Why a service stopped on its own. Broker outages are not here: the loop rides them out.
@@ -27,6 +27,8 @@ pub enum RuntimeError {
     Seed { path: String, reason: String },
     #[error(transparent)]
     Kafka(#[from] KafkaEdgeError),
+    #[error("the publishing task stopped unexpectedly")]
+    PublisherStopped,
     #[error("this instance owns no partition: {ownership:?} of {partitions} partitions")]
     NothingOwned { ownership: crate::config::Ownership, partitions: i32 },
 }
@@ -68,6 +70,9 @@ pub async fn run<S: Service>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     tokio::pin!(shutdown);
+    if config.unsafe_skip_fsync {
+        warn!("UNSAFE: --unsafe-skip-fsync: events may be published before their effects are durable");
+    }
     let mut store = open_store(&config)?;
     store.load_tables(service.tables())?;
     seed_if_new(&mut service, &mut store, &config).await?;
@@ -81,7 +86,7 @@ pub async fn run<S: Service>(
     let pending = store.outbox()?;
     if !pending.is_empty() {
         info!(count = pending.len(), "publishing events left in the outbox by the previous run");
-        if !publish(&mut publisher, &store, pending, &config, &mut shutdown).await? {
+        if !publish(&mut publisher, &store.outbox_cleaner(), pending, &config, shutdown.as_mut()).await? {
             return stop(&store).await;
         }
     }
@@ -116,7 +121,28 @@ pub async fn run<S: Service>(
         "{} ready", S::NAME
     );
 
-    // 3. Batches until asked to stop.
+    // 3. Publishing runs beside the loop, first in first out, so the next batch is processed
+    //    while the last one's events are on the wire. What it is handed is already durable in
+    //    the outbox, so nothing is lost if it never gets to send it.
+    let (to_publish, mut publish_queue) = mpsc::channel::<Vec<(OutboxKey, OutboxEntry)>>(32);
+    let (abandon, abandoned) = tokio::sync::watch::channel(false);
+    let cleaner = store.outbox_cleaner();
+    let publisher_config = config.clone();
+    let mut publisher_task = tokio::spawn(async move {
+        let mut abandoned = abandoned;
+        while let Some(entries) = publish_queue.recv().await {
+            let stop = async {
+                let _ = abandoned.wait_for(|a| *a).await;
+            };
+            tokio::pin!(stop);
+            if !publish(&mut publisher, &cleaner, entries, &publisher_config, stop.as_mut()).await? {
+                break;
+            }
+        }
+        Ok::<(), RuntimeError>(())
+    });
+
+    // 4. Batches until asked to stop.
     let mut commits_with_output = 0u32;
     let mut timer = tokio::time::interval(Duration::from_secs(1));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -124,6 +150,13 @@ pub async fn run<S: Service>(
         let commit = tokio::select! {
             biased;
             () = &mut shutdown => break,
+            ended = &mut publisher_task => {
+                // It only ends early on a store failure.
+                return match ended {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(RuntimeError::PublisherStopped),
+                };
+            }
             fetched = rx.recv() => match fetched {
                 Some(first) => {
                     let mut batch = vec![first];
@@ -150,7 +183,9 @@ pub async fn run<S: Service>(
             }
         };
         let written = store.commit(commit)?;
-        store.flush().await?;
+        if !config.unsafe_skip_fsync {
+            store.flush().await?;
+        }
         if !written.is_empty() {
             commits_with_output += 1;
             if config.fault_crash_after_commit.is_some_and(|n| commits_with_output % n == 0) {
@@ -158,11 +193,27 @@ pub async fn run<S: Service>(
                 std::process::abort();
             }
         }
-        if !written.is_empty() && !publish(&mut publisher, &store, written, &config, &mut shutdown).await? {
-            break;
+        if !written.is_empty() && to_publish.send(written).await.is_err() {
+            break; // the publisher ended; the select above reports why
         }
     }
     fetchers.shutdown().await;
+    // Let the publisher finish what it was handed; if Kafka is away, leave it in the outbox.
+    drop(to_publish);
+    let grace = Duration::from_secs(5);
+    let drained = tokio::select! {
+        ended = &mut publisher_task => Some(ended),
+        () = tokio::time::sleep(grace) => None,
+    };
+    match drained {
+        Some(Ok(result)) => result?,
+        Some(Err(_)) => return Err(RuntimeError::PublisherStopped),
+        None => {
+            warn!("publishing did not finish within {grace:?}; the rest stays in the outbox for the next start");
+            let _ = abandon.send(true);
+            let _ = publisher_task.await;
+        }
+    }
     stop(&store).await
 }
 
@@ -247,10 +298,10 @@ async fn connect(
 /// unreachable. Returns `false` if shutdown came first (the entries stay in the outbox).
 async fn publish(
     publisher: &mut Publisher,
-    store: &Store,
+    store: &OutboxCleaner,
     entries: Vec<(OutboxKey, OutboxEntry)>,
     config: &RuntimeConfig,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<bool, RuntimeError> {
     let refs: Vec<&OutboxEntry> = entries.iter().map(|(_, e)| e).collect();
     let mut delay = Duration::from_millis(100);

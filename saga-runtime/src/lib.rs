@@ -34,6 +34,9 @@
 //! - [`state`]: [`Table`], the in-memory map rules read and write.
 //! - [`logging`], [`shutdown`]: tracing set-up; Ctrl-C/SIGTERM.
 
+// rskafka's nested futures inside the publishing task exceed the default layout depth.
+#![recursion_limit = "256"]
+
 pub mod config;
 pub mod engine;
 pub mod kafka;

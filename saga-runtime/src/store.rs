@@ -238,6 +238,19 @@ impl Store {
         Ok(())
     }
 
+    /// A handle that deletes published outbox entries, for the publishing task.
+    pub fn outbox_cleaner(&self) -> OutboxCleaner {
+        OutboxCleaner { db: self.db.clone() }
+    }
+}
+
+/// Deletes published entries from the outbox; the only store access the publisher needs.
+#[derive(Clone)]
+pub struct OutboxCleaner {
+    db: sled::Db,
+}
+
+impl OutboxCleaner {
     /// Forgets published outbox entries. Losing this write only means publishing them again.
     pub fn remove_outbox(&self, keys: impl IntoIterator<Item = OutboxKey>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
@@ -291,7 +304,7 @@ mod tests {
             let written = store.commit(commit).unwrap();
             assert_eq!(written.len(), 2);
             store.flush().await.unwrap();
-            store.remove_outbox([written[0].0.clone()]).unwrap();
+            store.outbox_cleaner().remove_outbox([written[0].0.clone()]).unwrap();
             store.flush().await.unwrap();
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();

@@ -1,0 +1,222 @@
+//! The load: N orders of a known mix published across partitions (as fast as possible, or at a
+//! rate), and the time each takes to reach its terminal topic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use shared_events::partitioner::partition_for_key;
+use shared_events::{Address, Envelope, Event, LineItem, OrderCreated, Topic};
+use tokio::sync::mpsc;
+
+use crate::procs;
+use crate::report::RunResult;
+use crate::Args;
+
+/// A record to send: key and value and headers.
+pub struct Outgoing {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}.", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub async fn client(args: &Args) -> Result<Arc<Client>> {
+    let client = ClientBuilder::new(args.bootstrap_servers.split(',').map(str::to_owned).collect())
+        .client_id("saga-bench")
+        .build()
+        .await
+        .with_context(|| format!("cannot reach Kafka at {}", args.bootstrap_servers))?;
+    Ok(Arc::new(client))
+}
+
+/// The i-th order of the mix. Outcomes are decided by the data: bob cannot pay, gizmo is out
+/// of stock, AQ is not served.
+pub fn order(run: &str, i: usize, args: &Args) -> OrderCreated {
+    let slot = (i % 100) as u32;
+    let [c, p, s, _] = args.mix;
+    let (customer, first_sku, country) = if slot < c {
+        ("alice", "widget", "US")
+    } else if slot < c + p {
+        ("bob", "widget", "US")
+    } else if slot < c + p + s {
+        ("alice", "gizmo", "US")
+    } else {
+        ("alice", "widget", "AQ")
+    };
+    let items = (0..args.items.max(1))
+        .map(|n| LineItem { sku: if n == 0 { first_sku } else { "widget" }.into(), quantity: 1, unit_price_cents: 100 + n as u64 })
+        .collect();
+    OrderCreated {
+        order_id: format!("{run}{i}").as_str().into(),
+        customer_id: customer.into(),
+        items,
+        ship_to: Address { country: country.into(), ..Address::default() },
+    }
+}
+
+pub fn encode(event: Event) -> Outgoing {
+    let rec = Envelope::root(event, now_ms()).encode();
+    Outgoing { key: rec.key, value: rec.value, headers: rec.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect() }
+}
+
+/// Publishes records to `topic` by key (the Java partitioner), in batches, paced at `rate`
+/// records/s if given. Returns when each key was handed to Kafka.
+pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec<Outgoing>, rate: Option<f64>) -> Result<HashMap<String, Instant>> {
+    let mut pcs = Vec::new();
+    for p in 0..partitions {
+        pcs.push(client.partition_client(topic, p, UnknownTopicHandling::Retry).await?);
+    }
+    let mut sent = HashMap::with_capacity(records.len());
+    let chunk = match rate {
+        Some(r) => ((r / 200.0).ceil() as usize).max(1), // ~5 ms of load per send
+        None => 500,
+    };
+    let start = Instant::now();
+    let mut done = 0usize;
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        if let Some(r) = rate {
+            let due = start + Duration::from_secs_f64(done as f64 / r);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let mut by_partition: Vec<Vec<Record>> = (0..partitions).map(|_| Vec::new()).collect();
+        let mut keys = Vec::new();
+        for o in records.by_ref().take(chunk) {
+            let p = partition_for_key(o.key.as_bytes(), partitions) as usize;
+            keys.push(o.key.clone());
+            by_partition[p].push(Record {
+                key: Some(o.key.into_bytes()),
+                value: Some(o.value),
+                headers: o.headers,
+                timestamp: rskafka::chrono::DateTime::from_timestamp_millis(now_ms()).unwrap_or_default(),
+            });
+        }
+        done += keys.len();
+        let now = Instant::now();
+        for k in keys {
+            sent.insert(k, now);
+        }
+        let sends = pcs.iter().zip(by_partition).filter(|(_, r)| !r.is_empty()).map(|(pc, r)| pc.produce(r, Compression::NoCompression));
+        for r in futures::future::join_all(sends).await {
+            r?;
+        }
+    }
+    Ok(sent)
+}
+
+/// Reads `topics` from the start until `expected` distinct keys arrived; when each first did.
+pub async fn collect(client: &Client, topics: &[String], partitions: i32, expected: usize, timeout: Duration) -> Result<HashMap<String, Instant>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<String>>(1024);
+    let mut tasks = tokio::task::JoinSet::new();
+    for topic in topics {
+        for p in 0..partitions {
+            let pc = client.partition_client(topic, p, UnknownTopicHandling::Retry).await?;
+            let tx = tx.clone();
+            tasks.spawn(async move {
+                let mut next = pc.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+                loop {
+                    let Ok((records, _)) = pc.fetch_records(next, 1..8 * 1024 * 1024, 50).await else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    let mut keys = Vec::new();
+                    let from = next;
+                    for r in records.into_iter().filter(|r| r.offset >= from) {
+                        next = next.max(r.offset + 1);
+                        keys.extend(r.record.key.map(|k| String::from_utf8_lossy(&k).into_owned()));
+                    }
+                    if !keys.is_empty() && tx.send(keys).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    drop(tx);
+    let mut arrived = HashMap::with_capacity(expected);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while arrived.len() < expected {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(keys)) => {
+                let now = Instant::now();
+                for k in keys {
+                    arrived.entry(k).or_insert(now);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => bail!("only {} of {expected} arrived within {timeout:?}", arrived.len()),
+        }
+    }
+    tasks.abort_all();
+    Ok(arrived)
+}
+
+/// One saga run on fresh topics and stores.
+pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Result<RunResult> {
+    let prefix = unique("bench");
+    let dir = args.work_dir.join(prefix.trim_end_matches('.'));
+    std::fs::create_dir_all(&dir)?;
+    let wallets = dir.join("wallets.json");
+    let stock = dir.join("stock.json");
+    std::fs::write(&wallets, r#"{"wallets": {"alice": 1000000000000000, "bob": 1}}"#)?;
+    std::fs::write(&stock, r#"{"stock": {"widget": 4000000000, "gizmo": 0}}"#)?;
+    let mut common = vec![
+        "--bootstrap-servers".to_owned(), args.bootstrap_servers.clone(),
+        "--topic-prefix".to_owned(), prefix.clone(),
+        "--partitions".to_owned(), args.partitions.to_string(),
+        "--log-format".to_owned(), "json".to_owned(),
+    ];
+    if unsafe_skip_fsync {
+        common.push("--unsafe-skip-fsync".to_owned());
+    }
+    let extra = BTreeMap::from([
+        ("payment-service", vec!["--seed".to_owned(), wallets.display().to_string()]),
+        ("inventory-service", vec!["--seed".to_owned(), stock.display().to_string()]),
+        ("order-service", vec!["--saga-deadline".to_owned(), "0".to_owned()]),
+    ]);
+    let mut services = procs::start_all(&args.bin_dir, &dir, &common, &extra)?;
+    let client = client(args).await?;
+
+    let run_id = prefix.trim_end_matches('.').to_owned() + "-";
+    let records: Vec<Outgoing> = (0..args.orders).map(|i| encode(Event::OrderCreated(order(&run_id, i, args)))).collect();
+    let payload_bytes = records.first().map_or(0, |r| r.value.len());
+    let terminal = [Topic::OrderCompleted, Topic::OrderCancelled].map(|t| format!("{prefix}{t}"));
+
+    procs::mark(&mut services);
+    let collector = {
+        let client = Arc::clone(&client);
+        let (terminal, partitions, n) = (terminal.to_vec(), args.partitions, args.orders);
+        tokio::spawn(async move { collect(&client, &terminal, partitions, n, Duration::from_secs(600)).await })
+    };
+    let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let sampler = tokio::spawn(async move {
+        let mut services = services;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => procs::sample(&mut services),
+                _ = &mut stopped => break services,
+            }
+        }
+    });
+    let sent = publish(&client, &format!("{prefix}{}", Topic::OrderCreated), args.partitions, records, rate).await?;
+    let arrived = collector.await??;
+    let _ = stop_sampling.send(());
+    let mut services = sampler.await?;
+    let usage = procs::usage(&mut services);
+    procs::stop(services);
+    let _ = std::fs::remove_dir_all(dir.join("order-service"));
+    Ok(RunResult::from_times(&sent, &arrived, payload_bytes, usage))
+}

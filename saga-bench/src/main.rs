@@ -1,0 +1,112 @@
+//! `saga-bench`: how many sagas per second, how fast each, and at what cost — measured the
+//! same way every time, against the broker's own ceiling on the same machine.
+//!
+//! One invocation runs, each with fresh topics (a unique prefix) and fresh service stores:
+//! 1. the **ceiling**: four relays (consume → produce, no logic, no store) moving N records
+//!    through the same number of hops as a saga;
+//! 2. the **saga**, saturated: N orders as fast as they can be published;
+//! 3. the saga at **half** that throughput, for latency;
+//! 4. the saga saturated **without fsync** (`--unsafe-skip-fsync`), for the cost of durability.
+//!
+//! It starts the four service binaries itself (from `--bin-dir`) against `--bootstrap-servers`
+//! and samples their RSS and CPU from /proc. `scripts/bench.sh` starts a broker and runs it.
+
+mod load;
+mod procs;
+mod relay;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// Measure saga throughput and latency against Kafka's own hop ceiling.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "saga-bench", version, about, long_about = None)]
+pub struct Args {
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092")]
+    pub bootstrap_servers: String,
+    /// Where the release service binaries are.
+    #[arg(long, default_value = "target/release")]
+    pub bin_dir: PathBuf,
+    /// Orders per run.
+    #[arg(long, default_value_t = 20_000)]
+    pub orders: usize,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Lines per order (payload size).
+    #[arg(long, default_value_t = 1)]
+    pub items: usize,
+    /// Outcome mix in percent: completed,payment_failed,stock_failed,shipping_failed.
+    #[arg(long, default_value = "70,10,10,10", value_parser = parse_mix)]
+    pub mix: [u32; 4],
+    /// Only these phases (comma-separated): ceiling,saga,half,unsafe.
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,saga,half,unsafe")]
+    pub phases: Vec<String>,
+    /// Publish at this many orders/s instead of as fast as possible (saga phase only).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Where service stores and logs go.
+    #[arg(long, default_value = "target/bench")]
+    pub work_dir: PathBuf,
+}
+
+fn parse_mix(s: &str) -> Result<[u32; 4], String> {
+    let parts: Vec<u32> = s.split(',').map(|p| p.trim().parse().map_err(|_| format!("`{p}` is not a percentage"))).collect::<Result<_, _>>()?;
+    match parts.as_slice() {
+        [a, b, c, d] if a + b + c + d == 100 => Ok([*a, *b, *c, *d]),
+        _ => Err("give four percentages that add up to 100".into()),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("saga-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let mut results = report::Report::new(&args);
+    let wants = |p: &str| args.phases.iter().any(|x| x == p);
+    if wants("ceiling") {
+        eprintln!("ceiling: {} records through 4 relay hops…", args.orders);
+        let r = relay::run(&args).await.context("ceiling run")?;
+        results.add("ceiling (4 relay hops, no logic, no store)", r);
+    }
+    let mut saturated = None;
+    if wants("saga") {
+        eprintln!("saga: {} orders{}…", args.orders, args.rate.map_or(" as fast as possible".into(), |r| format!(" at {r}/s")));
+        let r = load::run(&args, args.rate, false).await.context("saga run")?;
+        saturated = Some(r.throughput);
+        results.add(if args.rate.is_some() { "saga (fixed rate)" } else { "saga, saturated (fsync on)" }, r);
+    }
+    if wants("half") {
+        let rate = saturated.map(|t| t / 2.0).or(args.rate).context("the half phase needs the saga phase (or --rate)")?;
+        eprintln!("saga at half throughput: {rate:.0} orders/s…");
+        let r = load::run(&args, Some(rate), false).await.context("half-rate run")?;
+        results.add("saga at half the saturated rate", r);
+    }
+    if wants("unsafe") {
+        eprintln!("saga without fsync…");
+        let r = load::run(&args, args.rate, true).await.context("unsafe run")?;
+        results.add("saga, saturated, --unsafe-skip-fsync", r);
+    }
+    results.print();
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?).with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

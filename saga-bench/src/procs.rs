@@ -1,0 +1,138 @@
+//! The four service binaries as child processes, and their RSS and CPU from /proc.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+pub const SERVICES: [&str; 4] = ["order-service", "payment-service", "inventory-service", "shipping-service"];
+
+pub struct Service {
+    pub name: &'static str,
+    child: Child,
+    log: PathBuf,
+    peak_rss_kb: u64,
+    rss_samples: Vec<u64>,
+    cpu_start: Option<(u64, Instant)>,
+}
+
+/// What a service used during the measured window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Usage {
+    pub service: &'static str,
+    pub peak_rss_mib: f64,
+    pub median_rss_mib: f64,
+    pub cpu_percent: f64,
+}
+
+impl Service {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size, from /proc/<pid>/status.
+    fn rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// User + system CPU time in clock ticks (USER_HZ, 100/s on Linux).
+    fn cpu_ticks(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    }
+}
+
+/// Starts the four services on fresh stores, with `extra` arguments, and waits until ready.
+pub fn start_all(bin_dir: &Path, dir: &Path, common: &[String], extra: &BTreeMap<&str, Vec<String>>) -> Result<Vec<Service>> {
+    let mut services = Vec::new();
+    for name in SERVICES {
+        let bin = bin_dir.join(name);
+        if !bin.exists() {
+            bail!("{} not found: build with `cargo build --release` (or pass --bin-dir)", bin.display());
+        }
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(&bin)
+            .args(common)
+            .args(["--data-dir", &dir.join(name).display().to_string()])
+            .args(extra.get(name).into_iter().flatten())
+            .env("RUST_LOG", "warn,saga_runtime=info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        services.push(Service { name, child, log, peak_rss_kb: 0, rss_samples: Vec::new(), cpu_start: None });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for s in &mut services {
+        loop {
+            let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+            if text.contains(&format!("{} ready", s.name)) {
+                break;
+            }
+            if let Some(status) = s.child.try_wait()? {
+                bail!("{} exited ({status}) before it was ready:\n{text}", s.name);
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready after 60 s:\n{text}", s.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(services)
+}
+
+/// Starts the CPU clocks of the measured window.
+pub fn mark(services: &mut [Service]) {
+    for s in services {
+        s.cpu_start = s.cpu_ticks().map(|t| (t, Instant::now()));
+    }
+}
+
+/// Takes one RSS sample of each.
+pub fn sample(services: &mut [Service]) {
+    for s in services {
+        if let Some(kb) = s.rss_kb() {
+            s.peak_rss_kb = s.peak_rss_kb.max(kb);
+            s.rss_samples.push(kb);
+        }
+    }
+}
+
+/// What each used since [`mark`].
+pub fn usage(services: &mut [Service]) -> Vec<Usage> {
+    services
+        .iter_mut()
+        .map(|s| {
+            let cpu_percent = match (s.cpu_start, s.cpu_ticks()) {
+                (Some((t0, at)), Some(t1)) => (t1 - t0) as f64 / 100.0 / at.elapsed().as_secs_f64() * 100.0,
+                _ => 0.0,
+            };
+            s.rss_samples.sort_unstable();
+            let median = s.rss_samples.get(s.rss_samples.len() / 2).copied().unwrap_or(0);
+            Usage {
+                service: s.name,
+                peak_rss_mib: s.peak_rss_kb as f64 / 1024.0,
+                median_rss_mib: median as f64 / 1024.0,
+                cpu_percent,
+            }
+        })
+        .collect()
+}
+
+/// SIGTERM, then wait for each.
+pub fn stop(services: Vec<Service>) {
+    for s in &services {
+        let _ = Command::new("kill").args(["-TERM", &s.pid().to_string()]).status();
+    }
+    for mut s in services {
+        let _ = s.child.wait();
+    }
+}

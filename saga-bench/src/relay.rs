@@ -1,0 +1,64 @@
+//! The ceiling: the same number of hops as a saga, consume → produce topic to topic, with no
+//! business logic and no local store. What Kafka and the client allow on this machine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use shared_events::Event;
+
+use crate::load::{self, Outgoing};
+use crate::report::RunResult;
+use crate::Args;
+
+/// A completed saga passes four services: payment, inventory, shipping, order.
+pub const HOPS: usize = 4;
+
+pub async fn run(args: &Args) -> Result<RunResult> {
+    let prefix = load::unique("ceiling");
+    let topics: Vec<String> = (0..=HOPS).map(|h| format!("{prefix}Hop{h}")).collect();
+    let setup = load::client(args).await?;
+    let controller = setup.controller_client()?;
+    for t in &topics {
+        controller.create_topic(t, args.partitions, 1, 10_000).await.with_context(|| format!("create {t}"))?;
+    }
+    // Each relay is its own client, like a service, relaying partition to partition.
+    let mut relays = tokio::task::JoinSet::new();
+    for hop in 0..HOPS {
+        let client = load::client(args).await?;
+        for p in 0..args.partitions {
+            let from = client.partition_client(&topics[hop], p, UnknownTopicHandling::Retry).await?;
+            let to = client.partition_client(&topics[hop + 1], p, UnknownTopicHandling::Retry).await?;
+            relays.spawn(async move {
+                let mut next = from.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+                loop {
+                    let Ok((records, _)) = from.fetch_records(next, 1..4 * 1024 * 1024, 250).await else { continue };
+                    let from = next;
+                    let batch: Vec<_> = records.into_iter().filter(|r| r.offset >= from).map(|r| {
+                        next = next.max(r.offset + 1);
+                        r.record
+                    }).collect();
+                    if !batch.is_empty() {
+                        let _ = to.produce(batch, Compression::NoCompression).await;
+                    }
+                }
+            });
+        }
+    }
+    let run_id = prefix.trim_end_matches('.').to_owned() + "-";
+    let records: Vec<Outgoing> = (0..args.orders).map(|i| load::encode(Event::OrderCreated(load::order(&run_id, i, args)))).collect();
+    let payload_bytes = records.first().map_or(0, |r| r.value.len());
+    let collector = {
+        let client = Arc::clone(&setup);
+        let (last, partitions, n) = (topics[HOPS].clone(), args.partitions, args.orders);
+        tokio::spawn(async move { load::collect(&client, &[last], partitions, n, Duration::from_secs(600)).await })
+    };
+    let sent = load::publish(&setup, &topics[0], args.partitions, records, args.rate).await?;
+    let arrived = collector.await??;
+    relays.abort_all();
+    for t in &topics {
+        let _ = controller.delete_topic(t, 10_000).await;
+    }
+    Ok(RunResult::from_times(&sent, &arrived, payload_bytes, Vec::new()))
+}

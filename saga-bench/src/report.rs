@@ -1,0 +1,92 @@
+//! Results: throughput, latency percentiles, resource use; a table for people, JSON for tools.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::procs::Usage;
+use crate::Args;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub sagas: usize,
+    pub seconds: f64,
+    /// Completed sagas (any terminal state) per second.
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub payload_bytes: usize,
+    pub services: Vec<Usage>,
+}
+
+impl RunResult {
+    pub fn from_times(sent: &HashMap<String, Instant>, arrived: &HashMap<String, Instant>, payload_bytes: usize, services: Vec<Usage>) -> RunResult {
+        let mut lat: Vec<f64> = arrived
+            .iter()
+            .filter_map(|(k, at)| sent.get(k).map(|s| at.saturating_duration_since(*s).as_secs_f64() * 1000.0))
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+        let first = sent.values().min();
+        let last = arrived.values().max();
+        let seconds = match (first, last) {
+            (Some(a), Some(b)) => b.saturating_duration_since(*a).as_secs_f64(),
+            _ => 0.0,
+        };
+        RunResult {
+            sagas: lat.len(),
+            seconds,
+            throughput: if seconds > 0.0 { lat.len() as f64 / seconds } else { 0.0 },
+            p50_ms: pct(0.50),
+            p95_ms: pct(0.95),
+            p99_ms: pct(0.99),
+            max_ms: lat.last().copied().unwrap_or(0.0),
+            payload_bytes,
+            services,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub orders: usize,
+    pub partitions: i32,
+    pub items_per_order: usize,
+    pub mix_percent: [u32; 4],
+    pub runs: Vec<(String, RunResult)>,
+}
+
+impl Report {
+    pub fn new(args: &Args) -> Report {
+        Report { orders: args.orders, partitions: args.partitions, items_per_order: args.items, mix_percent: args.mix, runs: Vec::new() }
+    }
+
+    pub fn add(&mut self, name: &str, result: RunResult) {
+        self.runs.push((name.to_owned(), result));
+    }
+
+    pub fn print(&self) {
+        println!(
+            "{} orders, {} partitions, {} line(s) per order, mix completed/payment/stock/shipping = {:?}%",
+            self.orders, self.partitions, self.items_per_order, self.mix_percent
+        );
+        println!("{:<44} {:>10} {:>8} {:>8} {:>8} {:>8}", "run", "sagas/s", "p50 ms", "p95 ms", "p99 ms", "max ms");
+        for (name, r) in &self.runs {
+            println!("{:<44} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1}", name, r.throughput, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms);
+        }
+        let ceiling = self.runs.iter().find(|(n, _)| n.starts_with("ceiling")).map(|(_, r)| r.throughput);
+        let saga = self.runs.iter().find(|(n, _)| n.starts_with("saga, saturated (fsync")).map(|(_, r)| r.throughput);
+        if let (Some(c), Some(s)) = (ceiling, saga) {
+            println!("saga throughput = {:.0}% of the hop ceiling", s / c * 100.0);
+        }
+        for (name, r) in self.runs.iter().filter(|(_, r)| !r.services.is_empty()) {
+            let usage: Vec<String> = r.services.iter()
+                .map(|u| format!("{} {:.1} MiB peak ({:.1} median), {:.0}% CPU", u.service.trim_end_matches("-service"), u.peak_rss_mib, u.median_rss_mib, u.cpu_percent))
+                .collect();
+            println!("{name}: {}", usage.join("; "));
+        }
+    }
+}
