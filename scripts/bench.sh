@@ -14,5 +14,5 @@ export KAFKA_PORT=${BENCH_KAFKA_PORT:-19192}
 export KAFKA_HOME=$repo/target/bench-kafka
 scripts/kafka.sh reset >/dev/null 2>&1 || true
 scripts/kafka.sh start
-trap 'scripts/kafka.sh stop; rm -rf "$repo/target/bench"' EXIT
+trap 'scripts/kafka.sh stop; [ -n "${KEEP_BENCH_LOGS:-}" ] || rm -rf "$repo/target/bench"' EXIT
 target/release/saga-bench --bootstrap-servers "127.0.0.1:$KAFKA_PORT" --bin-dir target/release "$@"

@@ -76,18 +76,20 @@ pub fn encode(event: Event) -> Outgoing {
 pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec<Outgoing>, rate: Option<f64>) -> Result<HashMap<String, Instant>> {
     let mut pcs = Vec::new();
     for p in 0..partitions {
-        pcs.push(client.partition_client(topic, p, UnknownTopicHandling::Retry).await?);
+        pcs.push(Arc::new(client.partition_client(topic, p, UnknownTopicHandling::Retry).await?));
     }
     let mut sent = HashMap::with_capacity(records.len());
     let chunk = match rate {
-        Some(r) => ((r / 200.0).ceil() as usize).max(1), // ~5 ms of load per send
+        Some(r) => ((r / 100.0).ceil() as usize).max(1), // ~10 ms of load per send
         None => 500,
     };
     let start = Instant::now();
     let mut done = 0usize;
+    let mut in_flight = tokio::task::JoinSet::new();
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {
         if let Some(r) = rate {
+            // Sends are not awaited here, so the generator keeps its schedule.
             let due = start + Duration::from_secs_f64(done as f64 / r);
             tokio::time::sleep_until(due.into()).await;
         }
@@ -108,10 +110,18 @@ pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec
         for k in keys {
             sent.insert(k, now);
         }
-        let sends = pcs.iter().zip(by_partition).filter(|(_, r)| !r.is_empty()).map(|(pc, r)| pc.produce(r, Compression::NoCompression));
-        for r in futures::future::join_all(sends).await {
-            r?;
+        for (pc, batch) in pcs.iter().zip(by_partition).filter(|(_, r)| !r.is_empty()) {
+            let pc = Arc::clone(pc);
+            in_flight.spawn(async move { pc.produce(batch, Compression::NoCompression).await });
         }
+        if rate.is_none() {
+            while let Some(r) = in_flight.join_next().await {
+                r??;
+            }
+        }
+    }
+    while let Some(r) = in_flight.join_next().await {
+        r??;
     }
     Ok(sent)
 }
@@ -177,6 +187,7 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
         "--topic-prefix".to_owned(), prefix.clone(),
         "--partitions".to_owned(), args.partitions.to_string(),
         "--log-format".to_owned(), "json".to_owned(),
+        "--fetch-wait-ms".to_owned(), args.fetch_wait_ms.to_string(),
     ];
     if unsafe_skip_fsync {
         common.push("--unsafe-skip-fsync".to_owned());
@@ -217,6 +228,5 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     let mut services = sampler.await?;
     let usage = procs::usage(&mut services);
     procs::stop(services);
-    let _ = std::fs::remove_dir_all(dir.join("order-service"));
     Ok(RunResult::from_times(&sent, &arrived, payload_bytes, usage))
 }

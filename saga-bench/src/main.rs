@@ -52,6 +52,9 @@ pub struct Args {
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Long-poll wait of every fetch (relays and services), in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    pub fetch_wait_ms: i32,
     /// Where service stores and logs go.
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,

@@ -30,10 +30,11 @@ pub async fn run(args: &Args) -> Result<RunResult> {
         for p in 0..args.partitions {
             let from = client.partition_client(&topics[hop], p, UnknownTopicHandling::Retry).await?;
             let to = client.partition_client(&topics[hop + 1], p, UnknownTopicHandling::Retry).await?;
+            let wait = args.fetch_wait_ms;
             relays.spawn(async move {
                 let mut next = from.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
                 loop {
-                    let Ok((records, _)) = from.fetch_records(next, 1..4 * 1024 * 1024, 250).await else { continue };
+                    let Ok((records, _)) = from.fetch_records(next, 1..4 * 1024 * 1024, wait).await else { continue };
                     let from = next;
                     let batch: Vec<_> = records.into_iter().filter(|r| r.offset >= from).map(|r| {
                         next = next.max(r.offset + 1);

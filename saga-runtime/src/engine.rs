@@ -130,7 +130,12 @@ pub async fn run<S: Service>(
     let publisher_config = config.clone();
     let mut publisher_task = tokio::spawn(async move {
         let mut abandoned = abandoned;
-        while let Some(entries) = publish_queue.recv().await {
+        while let Some(mut entries) = publish_queue.recv().await {
+            // Everything already queued goes out in the same round: one request per partition
+            // for many batches, instead of one round trip per batch.
+            while let Ok(more) = publish_queue.try_recv() {
+                entries.extend(more);
+            }
             let stop = async {
                 let _ = abandoned.wait_for(|a| *a).await;
             };
@@ -182,10 +187,14 @@ pub async fn run<S: Service>(
                 commit
             }
         };
+        let records = commit.offsets.len();
+        let (started, outputs) = (std::time::Instant::now(), commit.outbox.len());
         let written = store.commit(commit)?;
+        let committed = started.elapsed();
         if !config.unsafe_skip_fsync {
             store.flush().await?;
         }
+        debug!(records, outputs, commit_us = committed.as_micros() as u64, flush_us = (started.elapsed() - committed).as_micros() as u64, "batch committed");
         if !written.is_empty() {
             commits_with_output += 1;
             if config.fault_crash_after_commit.is_some_and(|n| commits_with_output % n == 0) {
