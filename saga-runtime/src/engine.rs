@@ -97,7 +97,7 @@ pub async fn run<S: Service>(
         return Err(RuntimeError::NothingOwned { ownership: config.ownership.clone(), partitions });
     }
     let offsets = store.offsets()?;
-    let (tx, mut rx) = mpsc::channel::<Fetched>(64);
+    let (tx, mut rx) = mpsc::channel::<Fetched>(16);
     let mut fetchers = JoinSet::new();
     for &topic in S::CONSUMES {
         for &partition in &owned {

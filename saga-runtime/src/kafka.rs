@@ -50,6 +50,9 @@ pub enum KafkaEdgeError {
     TimedOut(Duration, &'static str),
 }
 
+/// Most bytes one fetch brings back.
+pub const FETCH_MAX_BYTES: i32 = 1024 * 1024;
+
 /// How long one call to the broker may take before we give up on it and back off.
 /// rskafka retries internally (and its retries nest), so without this bound an outage could
 /// go unreported for minutes.
@@ -231,7 +234,8 @@ async fn fetch_once(
     };
     *offset = Some(from);
     let long_poll = Duration::from_millis(wait_ms.max(0) as u64);
-    bounded("fetch", long_poll, async { pc.fetch_records(from, 1..4 * 1024 * 1024, wait_ms).await.map_err(err) }).await
+    // 1 MiB per fetch and a short queue (engine.rs) bound what is prefetched, and so the RSS.
+    bounded("fetch", long_poll, async { pc.fetch_records(from, 1..FETCH_MAX_BYTES, wait_ms).await.map_err(err) }).await
 }
 
 /// Publishes outbox entries, keeping one producing connection per (topic, partition).
