@@ -422,6 +422,9 @@ fn outbox_entry(envelope: &Envelope, partition: i32) -> OutboxEntry {
     }
 }
 
+/// Most bytes of the bad record's value copied into its dead letter.
+const DEAD_LETTER_PAYLOAD_MAX: usize = 64 * 1024;
+
 /// The dead letter for a record `service` could not decode: origin, reason, and the record.
 fn dead_letter(
     service: &str,
@@ -430,7 +433,9 @@ fn dead_letter(
     error: &shared_events::DecodeError,
     now_ms: i64,
 ) -> Envelope {
-    let value = rec.record.value.as_deref().unwrap_or_default();
+    let whole = rec.record.value.as_deref().unwrap_or_default();
+    // The copy must itself fit in a Kafka record; the original stays on its topic in full.
+    let value = &whole[..whole.len().min(DEAD_LETTER_PAYLOAD_MAX)];
     let (payload, payload_hex) = match std::str::from_utf8(value) {
         Ok(text) => (Some(text.to_owned()), None),
         Err(_) => (None, Some(value.iter().map(|b| format!("{b:02x}")).collect())),
@@ -446,6 +451,7 @@ fn dead_letter(
         key: rec.record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
         payload,
         payload_hex,
+        payload_truncated: value.len() < whole.len(),
         headers: rec
             .record
             .headers

@@ -50,6 +50,11 @@ pub enum KafkaEdgeError {
     TimedOut(Duration, &'static str),
 }
 
+/// Most bytes of records in one produce request. Kafka refuses a request over its
+/// `message.max.bytes` (1 MiB by default) with `MessageTooLarge`, and retrying the same request
+/// would never succeed, so a partition's records are split well below that.
+pub const PRODUCE_MAX_BYTES: usize = 256 * 1024;
+
 /// Most bytes one fetch brings back.
 pub const FETCH_MAX_BYTES: i32 = 1024 * 1024;
 
@@ -296,11 +301,19 @@ impl Publisher {
         let mut sends = Vec::with_capacity(groups.len());
         for ((topic, partition), records) in groups {
             let pc = self.partition(&topic, partition).await?;
-            sends.push(bounded("produce", Duration::ZERO, async move {
-                pc.produce(records, Compression::NoCompression)
-                    .await
-                    .map_err(|source| KafkaEdgeError::Publish { topic, partition, source })
-            }));
+            sends.push(async move {
+                // In order, one bounded request after another, for this partition.
+                for chunk in chunks_by_size(records, PRODUCE_MAX_BYTES) {
+                    let topic = topic.clone();
+                    bounded("produce", Duration::ZERO, async {
+                        pc.produce(chunk, Compression::NoCompression)
+                            .await
+                            .map_err(|source| KafkaEdgeError::Publish { topic, partition, source })
+                    })
+                    .await?;
+                }
+                Ok::<(), KafkaEdgeError>(())
+            });
         }
         let results = futures::future::join_all(sends).await;
         for r in results {
@@ -311,5 +324,46 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+}
+
+/// Splits records into runs of at most `max_bytes` (approximately; a record larger than that
+/// goes alone), keeping their order.
+pub fn chunks_by_size(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
+    let mut chunks: Vec<Vec<Record>> = Vec::new();
+    let mut size = 0;
+    for record in records {
+        let len = record.approximate_size() + 64; // + per-record framing
+        match chunks.last_mut() {
+            Some(chunk) if size + len <= max_bytes => chunk.push(record),
+            _ => {
+                chunks.push(vec![record]);
+                size = 0;
+            }
+        }
+        size += len;
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(bytes: usize) -> Record {
+        Record { key: None, value: Some(vec![0; bytes]), headers: Default::default(), timestamp: Default::default() }
+    }
+
+    #[test]
+    fn chunks_stay_under_the_limit_in_order() {
+        let records: Vec<Record> = (0..100).map(|i| record(1000 + i)).collect();
+        let chunks = chunks_by_size(records.clone(), 10_000);
+        assert!(chunks.len() > 1);
+        for c in &chunks {
+            assert!(c.iter().map(|r| r.approximate_size() + 64).sum::<usize>() <= 10_000);
+        }
+        assert_eq!(chunks.concat(), records);
+        let huge = chunks_by_size(vec![record(50_000), record(10)], 10_000);
+        assert_eq!(huge.len(), 2, "an oversized record goes alone");
     }
 }

@@ -18,7 +18,7 @@
 //!                                          └──────────────┬─────────────────────┘
 //!                                                  flush (fsync)
 //!                                                         ▼
-//!                             publish outbox to Kafka ─▶ delete published entries
+//!             publishing task (FIFO): publish outbox to Kafka ─▶ delete published entries
 //! ```
 //!
 //! On start the runtime publishes whatever the outbox still holds, then resumes fetching at the

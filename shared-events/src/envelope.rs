@@ -510,6 +510,7 @@ mod tests {
                     key: None,
                     payload: Some("{".into()),
                     payload_hex: None,
+                    payload_truncated: false,
                     headers: BTreeMap::new(),
                 }
                 .into()

@@ -258,6 +258,9 @@ pub struct DeadLetter {
     /// … or its bytes in hex when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_hex: Option<String>,
+    /// The copy holds only the first 64 KiB; the original stays on its topic at its offset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
 }
