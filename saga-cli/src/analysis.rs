@@ -248,6 +248,7 @@ fn mismatch(done: &Event, undone: &Event) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use shared_events::*;

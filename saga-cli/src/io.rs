@@ -9,7 +9,7 @@ use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, Unknown
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::{Record, RecordAndOffset};
 use saga_runtime::kafka::bounded;
-use shared_events::envelope::{decode_record, RawRecord};
+use shared_events::envelope::decode_record;
 use shared_events::partitioner::partition_for_key;
 use shared_events::{Envelope, Topic};
 use tokio::sync::mpsc;
@@ -168,12 +168,5 @@ impl Topics {
 }
 
 fn decode(topic: Topic, partition: i32, r: &RecordAndOffset) -> Option<Recorded> {
-    let raw = RawRecord {
-        topic,
-        key: r.record.key.as_deref(),
-        value: r.record.value.as_deref(),
-        headers: &r.record.headers,
-        timestamp_ms: r.record.timestamp.timestamp_millis(),
-    };
-    decode_record(raw).ok().map(|envelope| Recorded { topic, partition, offset: r.offset, envelope })
+    decode_record(saga_runtime::kafka::raw_record(topic, r)).ok().map(|envelope| Recorded { topic, partition, offset: r.offset, envelope })
 }

@@ -146,10 +146,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             say(&format!("order {order_id} (partition {})", history[0].partition));
             let mut previous = None;
             for e in history {
-                say(&format!("{}", render::trace_line(e, previous, colour)));
+                say(&render::trace_line(e, previous, colour));
                 previous = Some(e.at_ms());
             }
-            say(&format!("{}", analysis::state_line(history)));
+            say(&analysis::state_line(history));
         }
         Command::Watch { order, customer, from_beginning } => {
             let shown = |e: &Recorded, owner: &HashMap<String, String>| {
@@ -234,7 +234,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let total = event.total_cents().context("the order total overflows")?;
             let partition = topics.publish(&Envelope::root(Event::OrderCreated(event), now_ms())).await?;
             eprintln!("placed {order_id} ({total} cents) on partition {partition}; follow it with: saga trace {order_id}");
-            say(&format!("{order_id}"));
+            say(&order_id);
         }
         Command::Cancel { order_id, reason } => {
             let event = OrderCancellationRequested { order_id: order_id.as_str().into(), reason };

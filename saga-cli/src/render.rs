@@ -113,6 +113,7 @@ pub fn trace_line(e: &Recorded, previous_ms: Option<i64>, colour: bool) -> Strin
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

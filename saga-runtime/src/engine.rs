@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shared_events::envelope::{decode_record, RawRecord};
+use shared_events::envelope::decode_record;
 use shared_events::{DeadLetter, Envelope, Event, EventId, Metadata, Topic, SCHEMA_VERSION};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -73,7 +73,7 @@ pub async fn run<S: Service>(
     if config.unsafe_skip_fsync {
         warn!("UNSAFE: --unsafe-skip-fsync: events may be published before their effects are durable");
     }
-    let mut store = open_store(&config)?;
+    let mut store = Store::open(&config.data_dir, config.cache_bytes)?;
     store.load_tables(service.tables())?;
     seed_if_new(&mut service, &mut store, &config).await?;
 
@@ -232,10 +232,6 @@ async fn stop(store: &Store) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn open_store(config: &RuntimeConfig) -> Result<Store, RuntimeError> {
-    Ok(Store::open(&config.data_dir, config.cache_bytes)?)
-}
-
 /// On first start, writes the seed (a file, or the service's demo data) in one commit.
 async fn seed_if_new<S: Service>(
     service: &mut S,
@@ -368,14 +364,7 @@ fn process_batch<S: Service>(
     let mut seen = HashSet::new();
     for fetched in batch {
         for rec in &fetched.records {
-            let raw = RawRecord {
-                topic: fetched.topic,
-                key: rec.record.key.as_deref(),
-                value: rec.record.value.as_deref(),
-                headers: &rec.record.headers,
-                timestamp_ms: rec.record.timestamp.timestamp_millis(),
-            };
-            match decode_record(raw) {
+            match decode_record(kafka::raw_record(fetched.topic, rec)) {
                 Err(error) => {
                     let key = rec.record.key.as_deref().map(String::from_utf8_lossy);
                     warn!(

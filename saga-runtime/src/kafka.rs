@@ -21,6 +21,17 @@ use tracing::{debug, info, warn};
 use crate::config::RuntimeConfig;
 use crate::store::OutboxEntry;
 
+/// A fetched record, as `shared_events` decodes it.
+pub fn raw_record(topic: Topic, record: &RecordAndOffset) -> shared_events::RawRecord<'_> {
+    shared_events::RawRecord {
+        topic,
+        key: record.record.key.as_deref(),
+        value: record.record.value.as_deref(),
+        headers: &record.record.headers,
+        timestamp_ms: record.record.timestamp.timestamp_millis(),
+    }
+}
+
 /// Records fetched from one partition of one input topic.
 #[derive(Debug)]
 pub struct Fetched {
@@ -347,6 +358,7 @@ pub fn chunks_by_size(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

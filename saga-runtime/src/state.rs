@@ -94,6 +94,7 @@ impl<V: Serialize + DeserializeOwned + Send> PersistentTable for Table<V> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

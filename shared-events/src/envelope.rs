@@ -337,6 +337,7 @@ fn field_error(path: &str, err: &serde_json::Error) -> DecodeError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::*;

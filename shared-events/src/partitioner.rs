@@ -40,6 +40,7 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

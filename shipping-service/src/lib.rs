@@ -144,6 +144,7 @@ impl Service for Shipping {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use shared_events::{Address, StockLine};

@@ -1,5 +1,6 @@
 //! Every binary's command line: `--help`, and bad flags or config stop it at start-up with one
 //! readable line and a non-zero exit. No broker needed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! compose.yaml, checked by a real Compose implementation (`docker compose` or Debian's
 //! `docker-compose`; `config` needs no Docker engine), and against the saga's contract.
 //! Building the image needs an engine and is not tested here (see the README).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 mod support;
 

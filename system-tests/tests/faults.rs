@@ -5,6 +5,7 @@
 //! and money and stock must add up in the services' stores.
 //!
 //! Soak mode: `SAGA_SOAK_ORDERS=5000 SAGA_SOAK_KILLS=300 scripts/test.sh -p system-tests --test faults -- --nocapture`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! Seeing the saga without a coordinator: the `saga` CLI (trace, watch, stuck, audit, place,
 //! cancel) on a real broker, the saga deadline, and customer cancellation before and after
 //! the pivot (shipping).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 mod support;
 

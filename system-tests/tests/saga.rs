@@ -1,5 +1,6 @@
 //! The saga end to end: the README's four scenarios, a poison message and a duplicate, on a
 //! real broker with the four real binaries; then the final wallets and stock from their stores.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Scale-out by partitions: two instances each of payment and inventory share three
 //! partitions; every saga stays correct and both instances of each do work.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 mod support;
 

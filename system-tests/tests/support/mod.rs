@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
-use shared_events::envelope::{decode_record, RawRecord};
+use shared_events::envelope::decode_record;
 use shared_events::partitioner::partition_for_key;
 use shared_events::{Envelope, Topic};
 
@@ -352,11 +352,13 @@ impl Deployment {
         let mut cursors = self.reader.lock().await;
         let mut out = Vec::new();
         for partition in 0..self.partitions {
-            if !cursors.contains_key(&(topic, partition)) {
-                let pc = self.client.partition_client(self.topic(topic), partition, UnknownTopicHandling::Retry).await.unwrap();
-                cursors.insert((topic, partition), PartitionCursor { client: Arc::new(pc), next: 0, seen: Vec::new() });
-            }
-            let cursor = cursors.get_mut(&(topic, partition)).unwrap();
+            let cursor = match cursors.entry((topic, partition)) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let pc = self.client.partition_client(self.topic(topic), partition, UnknownTopicHandling::Retry).await.unwrap();
+                    e.insert(PartitionCursor { client: Arc::new(pc), next: 0, seen: Vec::new() })
+                }
+            };
             let end = cursor.client.get_offset(OffsetAt::Latest).await.unwrap();
             while cursor.next < end {
                 let (records, _) = cursor.client.fetch_records(cursor.next, 1..10_000_000, 100).await.unwrap();
@@ -365,13 +367,7 @@ impl Deployment {
                         continue;
                     }
                     cursor.next = r.offset + 1;
-                    let raw = RawRecord {
-                        topic,
-                        key: r.record.key.as_deref(),
-                        value: r.record.value.as_deref(),
-                        headers: &r.record.headers,
-                        timestamp_ms: r.record.timestamp.timestamp_millis(),
-                    };
+                    let raw = saga_runtime::kafka::raw_record(topic, &r);
                     cursor.seen.push(decode_record(raw).map(|envelope| Seen { partition, offset: r.offset, envelope }).map_err(|e| e.to_string()));
                 }
             }
