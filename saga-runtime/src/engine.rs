@@ -29,6 +29,8 @@ pub enum RuntimeError {
     Kafka(#[from] KafkaEdgeError),
     #[error("the publishing task stopped unexpectedly")]
     PublisherStopped,
+    #[error("a fetch task stopped unexpectedly")]
+    FetcherStopped,
     #[error("this instance owns no partition: {ownership:?} of {partitions} partitions")]
     NothingOwned { ownership: crate::config::Ownership, partitions: i32 },
 }
@@ -149,6 +151,11 @@ pub async fn run<S: Service>(
 
     // 4. Batches until asked to stop.
     let mut commits_with_output = 0u32;
+    // Timers (deadlines) judge by the wall clock, so they wait until every input partition has
+    // been read up to where it stood at start: after downtime, an order that succeeded
+    // meanwhile must be seen to succeed before its deadline is judged.
+    let inputs = fetchers.len();
+    let mut caught_up = 0usize;
     let mut timer = tokio::time::interval(Duration::from_secs(1));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -161,6 +168,11 @@ pub async fn run<S: Service>(
                     Ok(Err(e)) => Err(e),
                     _ => Err(RuntimeError::PublisherStopped),
                 };
+            }
+            Some(_) = fetchers.join_next() => {
+                // Fetchers run until the loop ends; one that stopped (a panic) would stall its
+                // partition silently.
+                return Err(RuntimeError::FetcherStopped);
             }
             fetched = rx.recv() => match fetched {
                 Some(first) => {
@@ -175,11 +187,12 @@ pub async fn run<S: Service>(
                             Err(_) => break,
                         }
                     }
+                    caught_up += batch.iter().filter(|f| f.caught_up).count();
                     process_batch(&mut service, &store, batch, now_ms())?
                 }
                 None => break,
             },
-            _ = timer.tick() => {
+            _ = timer.tick(), if caught_up >= inputs => {
                 let commit = process_timers(&mut service, now_ms());
                 if commit.is_empty() {
                     continue;
@@ -202,8 +215,17 @@ pub async fn run<S: Service>(
                 std::process::abort();
             }
         }
-        if !written.is_empty() && to_publish.send(written).await.is_err() {
-            break; // the publisher ended; the select above reports why
+        if !written.is_empty() {
+            // A full queue (broker away) must not make the loop deaf to SIGTERM: what it was
+            // about to hand over is durable in the outbox already.
+            let handed = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                sent = to_publish.send(written) => sent,
+            };
+            if handed.is_err() {
+                break; // the publisher ended; the select above reports why
+            }
         }
     }
     fetchers.shutdown().await;

@@ -38,6 +38,9 @@ pub struct Fetched {
     pub topic: Topic,
     pub partition: i32,
     pub records: Vec<RecordAndOffset>,
+    /// The first time this fetcher has read up to the partition's end: from then on the
+    /// service has seen what was there when it started.
+    pub caught_up: bool,
 }
 
 /// A failure talking to Kafka. Retryable by nature: the runtime waits and tries again.
@@ -181,11 +184,12 @@ pub async fn fetch_partition(
     let name = topic_name(&config.topic_prefix, topic);
     let mut delay = Duration::from_millis(100);
     let mut failing = false;
+    let mut announced_caught_up = false;
     let mut partition_client: Option<PartitionClient> = None;
     loop {
         let result = fetch_once(&client, &mut partition_client, &name, partition, &mut offset, config.fetch_wait_ms).await;
         match result {
-            Ok((mut records, _high_watermark)) => {
+            Ok((mut records, high_watermark)) => {
                 if failing {
                     info!(topic = %name, partition, "fetching again after broker outage");
                     failing = false;
@@ -195,9 +199,11 @@ pub async fn fetch_partition(
                 records.sort_by_key(|r| r.offset);
                 if let Some(last) = records.last() {
                     offset = Some(last.offset + 1);
-                    if tx.send(Fetched { topic, partition, records }).await.is_err() {
-                        return; // the loop stopped
-                    }
+                }
+                let caught_up = !announced_caught_up && offset.is_some_and(|o| o >= high_watermark);
+                announced_caught_up |= caught_up;
+                if (!records.is_empty() || caught_up) && tx.send(Fetched { topic, partition, records, caught_up }).await.is_err() {
+                    return; // the loop stopped
                 }
             }
             Err(KafkaEdgeError::Fetch {

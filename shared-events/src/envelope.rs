@@ -12,6 +12,11 @@ use uuid::Uuid;
 
 use crate::{Event, Topic};
 
+/// The largest event value accepted, in bytes. Events carry their lines onward, so an input
+/// near Kafka's 1 MiB record limit could produce an output the broker refuses forever; such
+/// inputs are refused here instead (and parked on DeadLetter).
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
 /// The newest schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -171,6 +176,8 @@ pub struct RawRecord<'a> {
 pub enum DecodeError {
     #[error("the record has no value")]
     MissingValue,
+    #[error("the value has {0} bytes; events may have at most {MAX_EVENT_BYTES}")]
+    TooLarge(usize),
     #[error("the value is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("field `{field}`: {reason}")]
@@ -190,6 +197,7 @@ impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
             DecodeError::MissingValue => "missing_value",
+            DecodeError::TooLarge(_) => "too_large",
             DecodeError::InvalidJson(_) => "invalid_json",
             DecodeError::InvalidField { .. } => "invalid_field",
             DecodeError::UnknownEventType { .. } => "unknown_event_type",
@@ -263,6 +271,9 @@ pub fn decode_record(raw: RawRecord<'_>) -> Result<Envelope, DecodeError> {
     let saga_started_at_ms = parse_header(headers::SAGA_STARTED_AT_MS)?.unwrap_or(occurred_at_ms);
 
     let value = raw.value.ok_or(DecodeError::MissingValue)?;
+    if value.len() > MAX_EVENT_BYTES {
+        return Err(DecodeError::TooLarge(value.len()));
+    }
     let event = Event::parse(raw.topic, value)?;
     event
         .validate()
@@ -412,6 +423,12 @@ mod tests {
         assert_eq!(err.code(), "invalid_header");
         let wrong_key = RawRecord { key: Some(b"o-2"), ..raw(Topic::OrderCreated, TYPED.as_bytes(), &h) };
         assert!(decode_record(wrong_key).is_err());
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let big = TYPED.replace(r#""country":"US""#, &format!(r#""country":"US","city":"{}""#, "x".repeat(MAX_EVENT_BYTES)));
+        assert_eq!(decode(Topic::OrderCreated, &big).unwrap_err().code(), "too_large");
     }
 
     #[test]

@@ -163,3 +163,39 @@ async fn customers_cancel_until_the_order_ships_then_are_refused() {
     let wallets: std::collections::BTreeMap<String, u64> = d.table("payment-service", "wallets");
     assert_eq!(wallets["alice"], 100_000 - 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_that_succeeded_during_downtime_is_not_cancelled_by_its_deadline() {
+    let mut d = Deployment::new(3, &[]).await;
+    d.service("order-service").args.extend(["--saga-deadline".to_owned(), "3s".to_owned()]);
+    d.start_all().await;
+    // order-service records the order (payment is held back meanwhile), then goes down while
+    // the order completes everywhere else …
+    assert!(d.service("payment-service").term().await.success());
+    let (_, out, _) = d.saga(&["place", "--customer", "alice", "--item", "widget:1", "--price", "10"]);
+    let id = placed_id(&out);
+    let placed = std::time::Instant::now();
+    let order_log = |d: &Deployment| d.services["order-service"].log_text();
+    wait_until("order-service to record the order", || async {
+        if order_log(&d).lines().any(|l| l.contains("order placed") && l.contains(&id)) { Ok(()) } else { Err(String::new()) }
+    }, || d.logs()).await;
+    assert!(d.service("order-service").term().await.success());
+    d.service("payment-service").start();
+    wait_until("the shipment to be booked", || async {
+        let n = d.events_for(Topic::ShipmentScheduled, &id).await.len();
+        if n == 1 { Ok(()) } else { Err(format!("{n} shipments")) }
+    }, || d.logs()).await;
+    // … for longer than the deadline.
+    wait_until("the deadline to pass", || async {
+        if placed.elapsed() > std::time::Duration::from_secs(4) { Ok(()) } else { Err(format!("{:?}", placed.elapsed())) }
+    }, || d.logs()).await;
+    d.service("order-service").start();
+    let trace = d.wait_trace(&id, "state: completed").await;
+    assert!(!trace.contains("OrderCancelled"), "{trace}");
+    // Its timers run from here on: nothing else to cancel, and the order stays completed.
+    wait_until("order-service to be ready", || async {
+        if d.services["order-service"].is_ready() { Ok(()) } else { Err(String::new()) }
+    }, || d.logs()).await;
+    assert!(d.events_for(Topic::OrderCancelled, &id).await.is_empty());
+    d.stop_all().await;
+}
