@@ -23,7 +23,7 @@ fn order(id: &str, customer: &str, sku: &str, qty: u32, price: u64, country: &st
         items: vec![LineItem { sku: sku.into(), quantity: qty, unit_price_cents: price }],
         ship_to: Address { country: country.into(), ..Address::default() },
     };
-    Envelope::root(event.into(), 1_000)
+    Envelope::root(event.into(), support::workload::now_ms())
 }
 
 /// How many distinct events of each type the topics hold for an order.
