@@ -20,7 +20,7 @@ if [ "${RESET:-0}" = 1 ]; then
 fi
 
 echo "run-local: building the services (release)…" >&2
-cargo build --release --quiet $(printf -- '-p %s-service ' "${services[@]}")
+cargo build --release --quiet $(printf -- '-p %s-service ' "${services[@]}") -p saga-cli
 scripts/kafka.sh start
 
 export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port
