@@ -200,14 +200,14 @@ pub async fn run<S: Service>(
                 commit
             }
         };
-        let records = commit.offsets.len();
+        let partitions = commit.offsets.len();
         let (started, outputs) = (std::time::Instant::now(), commit.outbox.len());
         let written = store.commit(commit)?;
         let committed = started.elapsed();
         if !config.unsafe_skip_fsync {
             store.flush().await?;
         }
-        debug!(records, outputs, commit_us = committed.as_micros() as u64, flush_us = (started.elapsed() - committed).as_micros() as u64, "batch committed");
+        debug!(partitions, outputs, commit_us = committed.as_micros() as u64, flush_us = (started.elapsed() - committed).as_micros() as u64, "batch committed");
         if !written.is_empty() {
             commits_with_output += 1;
             if config.fault_crash_after_commit.is_some_and(|n| commits_with_output % n == 0) {

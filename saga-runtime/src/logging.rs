@@ -4,11 +4,6 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Field names used across services, so logs can be searched by one name.
-pub mod fields {
-    pub const ORDER_ID: &str = "order_id";
-}
-
 /// Installs the global subscriber once; later calls do nothing.
 pub fn init_logging(format: LogFormat) {
     // rskafka reports every reconnect attempt itself; the runtime logs one clear line instead.
