@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{RuntimeArgs, RuntimeConfig};
 use crate::kafka::{self, Fetched, KafkaEdgeError, Publisher};
-use crate::store::{Commit, OutboxCleaner, OutboxEntry, OutboxKey, Store, StoreError};
+use crate::store::{Commit, OutboxBatch, OutboxCleaner, OutboxEntry, Store, StoreError};
 use crate::Service;
 
 /// Why a service stopped on its own. Broker outages are not here: the loop rides them out.
@@ -126,17 +126,18 @@ pub async fn run<S: Service>(
     // 3. Publishing runs beside the loop, first in first out, so the next batch is processed
     //    while the last one's events are on the wire. What it is handed is already durable in
     //    the outbox, so nothing is lost if it never gets to send it.
-    let (to_publish, mut publish_queue) = mpsc::channel::<Vec<(OutboxKey, OutboxEntry)>>(32);
+    let (to_publish, mut publish_queue) = mpsc::channel::<OutboxBatch>(32);
     let (abandon, abandoned) = tokio::sync::watch::channel(false);
     let cleaner = store.outbox_cleaner();
     let publisher_config = config.clone();
     let mut publisher_task = tokio::spawn(async move {
         let mut abandoned = abandoned;
-        while let Some(mut entries) = publish_queue.recv().await {
+        while let Some(first) = publish_queue.recv().await {
             // Everything already queued goes out in the same round: one request per partition
             // for many batches, instead of one round trip per batch.
+            let mut entries = vec![first];
             while let Ok(more) = publish_queue.try_recv() {
-                entries.extend(more);
+                entries.push(more);
             }
             let stop = async {
                 let _ = abandoned.wait_for(|a| *a).await;
@@ -188,7 +189,7 @@ pub async fn run<S: Service>(
                         }
                     }
                     caught_up += batch.iter().filter(|f| f.caught_up).count();
-                    process_batch(&mut service, &store, batch, now_ms())?
+                    process_batch(&mut service, &store, batch, now_ms())
                 }
                 None => break,
             },
@@ -200,22 +201,20 @@ pub async fn run<S: Service>(
                 commit
             }
         };
-        let partitions = commit.offsets.len();
+        let (partitions, inputs_applied) = (commit.offsets.len(), commit.applied.len());
         let (started, outputs) = (std::time::Instant::now(), commit.outbox.len());
         let written = store.commit(commit)?;
         let committed = started.elapsed();
         if !config.unsafe_skip_fsync {
             store.flush().await?;
         }
-        debug!(partitions, outputs, commit_us = committed.as_micros() as u64, flush_us = (started.elapsed() - committed).as_micros() as u64, "batch committed");
-        if !written.is_empty() {
+        debug!(partitions, applied = inputs_applied, outputs, commit_us = committed.as_micros() as u64, flush_us = (started.elapsed() - committed).as_micros() as u64, "batch committed");
+        if let Some(written) = written {
             commits_with_output += 1;
             if config.fault_crash_after_commit.is_some_and(|n| commits_with_output % n == 0) {
-                error!(pending = written.len(), "fault injection: aborting between commit and publish");
+                error!(pending = written.entries.len(), "fault injection: aborting between commit and publish");
                 std::process::abort();
             }
-        }
-        if !written.is_empty() {
             // A full queue (broker away) must not make the loop deaf to SIGTERM: what it was
             // about to hand over is durable in the outbox already.
             let handed = tokio::select! {
@@ -326,11 +325,11 @@ async fn connect(
 async fn publish(
     publisher: &mut Publisher,
     store: &OutboxCleaner,
-    entries: Vec<(OutboxKey, OutboxEntry)>,
+    batches: Vec<OutboxBatch>,
     config: &RuntimeConfig,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<bool, RuntimeError> {
-    let refs: Vec<&OutboxEntry> = entries.iter().map(|(_, e)| e).collect();
+    let refs: Vec<&OutboxEntry> = batches.iter().flat_map(|b| &b.entries).collect();
     let mut delay = Duration::from_millis(100);
     let mut failing = false;
     loop {
@@ -345,7 +344,7 @@ async fn publish(
                     info!(count = refs.len(), "published after broker outage");
                 }
                 debug!(count = refs.len(), "published");
-                store.remove_outbox(entries.into_iter().map(|(k, _)| k))?;
+                store.remove_outbox(batches.into_iter().map(|b| b.key))?;
                 return Ok(true);
             }
             Err(error) => {
@@ -376,12 +375,7 @@ fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Commit {
 }
 
 /// Decodes, deduplicates and applies one batch; returns everything it changed.
-fn process_batch<S: Service>(
-    service: &mut S,
-    store: &Store,
-    batch: Vec<Fetched>,
-    now_ms: i64,
-) -> Result<Commit, StoreError> {
+fn process_batch<S: Service>(service: &mut S, store: &Store, batch: Vec<Fetched>, now_ms: i64) -> Commit {
     let mut commit = Commit::default();
     let mut seen = HashSet::new();
     for fetched in batch {
@@ -400,7 +394,7 @@ fn process_batch<S: Service>(
                 Ok(input) => {
                     let id = input.meta.event_id;
                     let order_id = input.event.order_id().map(|o| o.as_str()).unwrap_or_default();
-                    if !seen.insert(id) || store.is_applied(id)? {
+                    if !seen.insert(id) || store.is_applied(id) {
                         info!(order_id, event = %input.meta.event_type, event_id = %id, "duplicate ignored");
                     } else {
                         let since_order_ms = now_ms.saturating_sub(input.meta.saga_started_at_ms);
@@ -419,7 +413,7 @@ fn process_batch<S: Service>(
         }
     }
     commit.add_table_changes(service.tables());
-    Ok(commit)
+    commit
 }
 
 fn outbox_entry(envelope: &Envelope, partition: i32) -> OutboxEntry {

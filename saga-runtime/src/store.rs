@@ -7,11 +7,16 @@
 //! meta/seeded              → present once demo/seed data was written
 //! state/<table>/<row key>  → JSON row
 //! offset/<topic>/<part>    → next offset to read (i64, big-endian)
-//! outbox/<seq>             → JSON OutboxEntry, seq a big-endian u64 (publish order)
-//! applied/<event id>       → empty; the event's effects are in this store
+//! outbox/<seq>             → JSON array: the records one commit emits, in publish order
+//! applied/<seq>            → the ids of the events one commit applied, 16 bytes each
 //! ```
+//!
+//! `<seq>` numbers commits (a big-endian u64, so keys sort in commit order). One outbox key and
+//! one applied key per commit, not per event, because sled's cost is per key written: a
+//! thousand-event batch writes a handful of keys besides its state rows, and publishing it
+//! deletes one. Applied ids are also kept in memory, so checking one costs no read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +24,7 @@ use shared_events::{EventId, Topic};
 
 use crate::state::{PersistentTable, RowChange};
 
-const FORMAT: &[u8] = b"1";
+const FORMAT: &[u8] = b"2";
 const META_FORMAT: &[u8] = b"meta/format";
 const META_SEEDED: &[u8] = b"meta/seeded";
 const STATE: &str = "state/";
@@ -83,13 +88,24 @@ impl Commit {
     }
 }
 
-/// Key of an outbox entry; pass back to [`Store::remove_outbox`] once published.
+/// Key of one commit's outbox entries; pass back to [`OutboxCleaner::remove_outbox`] once
+/// they are published.
 pub type OutboxKey = sled::IVec;
+
+/// The records one commit emits, under the key that deletes them once published.
+#[derive(Debug, Clone)]
+pub struct OutboxBatch {
+    pub key: OutboxKey,
+    pub entries: Vec<OutboxEntry>,
+}
 
 /// The service's durable store.
 pub struct Store {
     db: sled::Db,
+    /// The next commit's sequence number.
     next_seq: u64,
+    /// Every applied event id on disk, for lookups without a read.
+    applied: HashSet<EventId>,
 }
 
 impl Store {
@@ -115,11 +131,29 @@ impl Store {
                 })
             }
         }
-        let next_seq = match db.scan_prefix(OUTBOX).next_back().transpose()? {
-            Some((key, _)) => seq_of(&key).map_or(0, |s| s + 1),
-            None => 0,
-        };
-        Ok(Store { db, next_seq })
+        let mut applied = HashSet::new();
+        for row in db.scan_prefix(APPLIED) {
+            let (key, ids) = row?;
+            if ids.len() % 16 != 0 {
+                return Err(StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: format!("{} bytes is not a whole number of event ids", ids.len()),
+                });
+            }
+            applied.extend(ids.chunks_exact(16).filter_map(|id| {
+                let bytes: [u8; 16] = id.try_into().ok()?;
+                Some(EventId(uuid::Uuid::from_bytes(bytes)))
+            }));
+        }
+        // Published outbox keys are deleted, applied keys stay: the later of the two last keys
+        // is the last commit.
+        let mut next_seq = 0;
+        for prefix in [OUTBOX, APPLIED] {
+            if let Some((key, _)) = db.scan_prefix(prefix).next_back().transpose()? {
+                next_seq = next_seq.max(seq_of(prefix, &key).map_or(0, |s| s + 1));
+            }
+        }
+        Ok(Store { db, next_seq, applied })
     }
 
     /// Whether seed data was already written.
@@ -177,28 +211,30 @@ impl Store {
     }
 
     /// Whether the effects of this event are already in the store.
-    pub fn is_applied(&self, id: EventId) -> Result<bool, StoreError> {
-        Ok(self.db.contains_key(applied_key(id))?)
+    pub fn is_applied(&self, id: EventId) -> bool {
+        self.applied.contains(&id)
     }
 
-    /// Everything still waiting to be published, oldest first.
-    pub fn outbox(&self) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+    /// Everything still waiting to be published, oldest commit first.
+    pub fn outbox(&self) -> Result<Vec<OutboxBatch>, StoreError> {
         self.db
             .scan_prefix(OUTBOX)
             .map(|row| {
                 let (key, value) = row?;
-                let entry = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                let entries = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
                     key: String::from_utf8_lossy(&key).into_owned(),
                     reason: e.to_string(),
                 })?;
-                Ok((key, entry))
+                Ok(OutboxBatch { key, entries })
             })
             .collect()
     }
 
     /// Writes a commit as one atomic batch (not yet durable: see [`Store::flush`]).
-    /// Returns the outbox keys it wrote, in publish order.
-    pub fn commit(&mut self, commit: Commit) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+    /// Returns what it put in the outbox, if anything.
+    pub fn commit(&mut self, commit: Commit) -> Result<Option<OutboxBatch>, StoreError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let mut batch = sled::Batch::default();
         for (table, (key, value)) in commit.rows {
             let full = format!("{STATE}{table}/{key}");
@@ -210,25 +246,26 @@ impl Store {
         for ((topic, partition), next) in commit.offsets {
             batch.insert(format!("{OFFSET}{topic}/{partition}").as_bytes(), &next.to_be_bytes());
         }
-        for id in commit.applied {
-            batch.insert(applied_key(id), &[]);
+        if !commit.applied.is_empty() {
+            let ids: Vec<u8> = commit.applied.iter().flat_map(|id| *id.0.as_bytes()).collect();
+            batch.insert(seq_key(APPLIED, seq), ids);
         }
         if commit.seeded {
             batch.insert(META_SEEDED, &[]);
         }
-        let mut written = Vec::with_capacity(commit.outbox.len());
-        for entry in commit.outbox {
-            let mut key = OUTBOX.to_vec();
-            key.extend_from_slice(&self.next_seq.to_be_bytes());
-            self.next_seq += 1;
-            let value = serde_json::to_vec(&entry).map_err(|e| StoreError::Corrupt {
+        let written = if commit.outbox.is_empty() {
+            None
+        } else {
+            let key = OutboxKey::from(seq_key(OUTBOX, seq));
+            let value = serde_json::to_vec(&commit.outbox).map_err(|e| StoreError::Corrupt {
                 key: "outbox".into(),
                 reason: e.to_string(),
             })?;
-            batch.insert(key.as_slice(), value);
-            written.push((OutboxKey::from(key), entry));
-        }
+            batch.insert(key.clone(), value);
+            Some(OutboxBatch { key, entries: commit.outbox })
+        };
         self.db.apply_batch(batch)?;
+        self.applied.extend(commit.applied);
         Ok(written)
     }
 
@@ -262,14 +299,14 @@ impl OutboxCleaner {
     }
 }
 
-fn applied_key(id: EventId) -> Vec<u8> {
-    let mut key = APPLIED.to_vec();
-    key.extend_from_slice(id.0.as_bytes());
+fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
-fn seq_of(key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(OUTBOX.len()..)?.try_into().ok()?;
+fn seq_of(prefix: &[u8], key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(prefix.len()..)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }
 
@@ -301,21 +338,24 @@ mod tests {
             commit.add_table_changes(vec![&mut wallets]);
             commit.offsets.insert((Topic::OrderCreated, 2), 17);
             commit.applied.push(id);
-            commit.outbox = vec![entry("PaymentCompleted"), entry("PaymentFailed")];
-            let written = store.commit(commit).unwrap();
-            assert_eq!(written.len(), 2);
+            commit.outbox = vec![entry("PaymentCompleted")];
+            let published = store.commit(commit).unwrap().unwrap();
+            assert_eq!(published.entries.len(), 1);
+            let pending = Commit { outbox: vec![entry("PaymentFailed"), entry("PaymentRefunded")], ..Commit::default() };
+            store.commit(pending).unwrap().unwrap();
             store.flush().await.unwrap();
-            store.outbox_cleaner().remove_outbox([written[0].0.clone()]).unwrap();
+            store.outbox_cleaner().remove_outbox([published.key]).unwrap();
             store.flush().await.unwrap();
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert!(store.is_seeded().unwrap());
-        assert!(store.is_applied(id).unwrap());
-        assert!(!store.is_applied(EventId::for_order(Topic::OrderCreated, "o-2")).unwrap());
+        assert!(store.is_applied(id));
+        assert!(!store.is_applied(EventId::for_order(Topic::OrderCreated, "o-2")));
         assert_eq!(store.offsets().unwrap()[&(Topic::OrderCreated, 2)], 17);
         let outbox = store.outbox().unwrap();
         assert_eq!(outbox.len(), 1);
-        assert_eq!(outbox[0].1.topic, "PaymentFailed");
+        let topics: Vec<_> = outbox[0].entries.iter().map(|e| e.topic.as_str()).collect();
+        assert_eq!(topics, ["PaymentFailed", "PaymentRefunded"]);
         let mut wallets: Table<u64> = Table::new("wallets");
         store.load_tables(vec![&mut wallets]).unwrap();
         assert_eq!(wallets.get("alice"), Some(&5));
@@ -333,7 +373,30 @@ mod tests {
         }
         let mut store = Store::open(dir.path(), 1 << 20).unwrap();
         store.commit(Commit { outbox: vec![entry("C")], ..Commit::default() }).unwrap();
-        let topics: Vec<_> = store.outbox().unwrap().into_iter().map(|(_, e)| e.topic).collect();
+        let topics: Vec<_> =
+            store.outbox().unwrap().into_iter().flat_map(|b| b.entries).map(|e| e.topic).collect();
         assert_eq!(topics, ["A", "B", "C"]);
+    }
+
+    #[tokio::test]
+    async fn commit_numbers_continue_after_the_outbox_is_emptied() {
+        // The last commit's outbox key is gone once published; its applied key is not. A
+        // reused number would overwrite the applied ids of an earlier commit.
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (EventId::for_order(Topic::OrderCreated, "o-1"), EventId::for_order(Topic::OrderCreated, "o-2"));
+        {
+            let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+            let commit = Commit { applied: vec![first], outbox: vec![entry("A")], ..Commit::default() };
+            let written = store.commit(commit).unwrap().unwrap();
+            store.outbox_cleaner().remove_outbox([written.key]).unwrap();
+            store.flush().await.unwrap();
+        }
+        {
+            let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+            store.commit(Commit { applied: vec![second], ..Commit::default() }).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(store.is_applied(first) && store.is_applied(second));
     }
 }
