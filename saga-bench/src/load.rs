@@ -126,8 +126,32 @@ pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec
     Ok(sent)
 }
 
-/// Reads `topics` from the start until `expected` distinct keys arrived; when each first did.
-pub async fn collect(client: &Client, topics: &[String], partitions: i32, expected: usize, timeout: Duration) -> Result<HashMap<String, Instant>> {
+/// Times of sending and of arrival of each record's key.
+pub type Timed = (HashMap<String, Instant>, HashMap<String, Instant>);
+
+/// Publishes `records` to `input` and waits for each key to reach one of `terminal`.
+/// Keys must share `key_prefix`, which nothing else on those topics has.
+pub async fn round_trip(
+    client: &Arc<Client>,
+    input: &str,
+    terminal: &[String],
+    partitions: i32,
+    records: Vec<Outgoing>,
+    key_prefix: &str,
+    rate: Option<f64>,
+) -> Result<Timed> {
+    let collector = {
+        let (client, terminal, prefix, n) = (Arc::clone(client), terminal.to_vec(), key_prefix.to_owned(), records.len());
+        tokio::spawn(async move { collect(&client, &terminal, partitions, &prefix, n, Duration::from_secs(600)).await })
+    };
+    let sent = publish(client, input, partitions, records, rate).await?;
+    let arrived = collector.await??;
+    Ok((sent, arrived))
+}
+
+/// Reads `topics` from the start until `expected` distinct keys starting with `key_prefix`
+/// arrived; when each first did.
+pub async fn collect(client: &Client, topics: &[String], partitions: i32, key_prefix: &str, expected: usize, timeout: Duration) -> Result<HashMap<String, Instant>> {
     let (tx, mut rx) = mpsc::channel::<Vec<String>>(1024);
     let mut tasks = tokio::task::JoinSet::new();
     for topic in topics {
@@ -161,7 +185,7 @@ pub async fn collect(client: &Client, topics: &[String], partitions: i32, expect
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(keys)) => {
                 let now = Instant::now();
-                for k in keys {
+                for k in keys.into_iter().filter(|k| k.starts_with(key_prefix)) {
                     arrived.entry(k).or_insert(now);
                 }
             }
@@ -200,17 +224,19 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     let mut services = procs::start_all(&args.bin_dir, &dir, &common, &extra)?;
     let client = client(args).await?;
 
-    let run_id = prefix.trim_end_matches('.').to_owned() + "-";
+    let input = format!("{prefix}{}", Topic::OrderCreated);
+    let terminal = [Topic::OrderCompleted, Topic::OrderCancelled].map(|t| format!("{prefix}{t}"));
+    let run_id = prefix.trim_end_matches('.').to_owned();
+    if args.warmup > 0 {
+        let warm_id = format!("{run_id}-w");
+        let warm = (0..args.warmup).map(|i| encode(Event::OrderCreated(order(&warm_id, i, args)))).collect();
+        round_trip(&client, &input, &terminal, args.partitions, warm, &warm_id, rate).await.context("warm-up")?;
+    }
+    let run_id = format!("{run_id}-m");
     let records: Vec<Outgoing> = (0..args.orders).map(|i| encode(Event::OrderCreated(order(&run_id, i, args)))).collect();
     let payload_bytes = records.first().map_or(0, |r| r.value.len());
-    let terminal = [Topic::OrderCompleted, Topic::OrderCancelled].map(|t| format!("{prefix}{t}"));
 
     procs::mark(&mut services);
-    let collector = {
-        let client = Arc::clone(&client);
-        let (terminal, partitions, n) = (terminal.to_vec(), args.partitions, args.orders);
-        tokio::spawn(async move { collect(&client, &terminal, partitions, n, Duration::from_secs(600)).await })
-    };
     let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let sampler = tokio::spawn(async move {
         let mut services = services;
@@ -222,11 +248,11 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
             }
         }
     });
-    let sent = publish(&client, &format!("{prefix}{}", Topic::OrderCreated), args.partitions, records, rate).await?;
-    let arrived = collector.await??;
+    let measured = round_trip(&client, &input, &terminal, args.partitions, records, &run_id, rate).await;
     let _ = stop_sampling.send(());
     let mut services = sampler.await?;
     let usage = procs::usage(&mut services);
     procs::stop(services);
+    let (sent, arrived) = measured?;
     Ok(RunResult::from_times(&sent, &arrived, payload_bytes, usage))
 }

@@ -55,6 +55,13 @@ pub struct Args {
     /// Long-poll wait of every fetch (relays and services), in milliseconds.
     #[arg(long, default_value_t = 250)]
     pub fetch_wait_ms: i32,
+    /// Orders sent (at the run's rate) and completed before measuring, per run: a fresh
+    /// broker compiles its hot paths and services open their connections in the first seconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub warmup: usize,
+    /// Also print each run's latency by half-second of sending (where the tail comes from).
+    #[arg(long)]
+    pub timeline: bool,
     /// Where service stores and logs go.
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,
@@ -106,7 +113,7 @@ async fn run(args: Args) -> Result<()> {
         let r = load::run(&args, args.rate, true).await.context("unsafe run")?;
         results.add("saga, saturated, --unsafe-skip-fsync", r);
     }
-    results.print();
+    results.print(args.timeline);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?).with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());

@@ -1,8 +1,6 @@
 //! The ceiling: the same number of hops as a saga, consume → produce topic to topic, with no
 //! business logic and no local store. What Kafka and the client allow on this machine.
 
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
@@ -47,19 +45,25 @@ pub async fn run(args: &Args) -> Result<RunResult> {
             });
         }
     }
-    let run_id = prefix.trim_end_matches('.').to_owned() + "-";
-    let records: Vec<Outgoing> = (0..args.orders).map(|i| load::encode(Event::OrderCreated(load::order(&run_id, i, args)))).collect();
-    let payload_bytes = records.first().map_or(0, |r| r.value.len());
-    let collector = {
-        let client = Arc::clone(&setup);
-        let (last, partitions, n) = (topics[HOPS].clone(), args.partitions, args.orders);
-        tokio::spawn(async move { load::collect(&client, &[last], partitions, n, Duration::from_secs(600)).await })
+    let run_id = prefix.trim_end_matches('.').to_owned();
+    let batch = |id: &str, n: usize| -> Vec<Outgoing> {
+        (0..n).map(|i| load::encode(Event::OrderCreated(load::order(id, i, args)))).collect()
     };
-    let sent = load::publish(&setup, &topics[0], args.partitions, records, args.rate).await?;
-    let arrived = collector.await??;
+    let last = [topics[HOPS].clone()];
+    if args.warmup > 0 {
+        let warm_id = format!("{run_id}-w");
+        load::round_trip(&setup, &topics[0], &last, args.partitions, batch(&warm_id, args.warmup), &warm_id, args.rate)
+            .await
+            .context("warm-up")?;
+    }
+    let run_id = format!("{run_id}-m");
+    let records = batch(&run_id, args.orders);
+    let payload_bytes = records.first().map_or(0, |r| r.value.len());
+    let measured = load::round_trip(&setup, &topics[0], &last, args.partitions, records, &run_id, args.rate).await;
     relays.abort_all();
     for t in &topics {
         let _ = controller.delete_topic(t, 10_000).await;
     }
+    let (sent, arrived) = measured?;
     Ok(RunResult::from_times(&sent, &arrived, payload_bytes, Vec::new()))
 }

@@ -20,17 +20,46 @@ pub struct RunResult {
     pub max_ms: f64,
     pub payload_bytes: usize,
     pub services: Vec<Usage>,
+    /// Latency by half-second of sending, to tell a steady tail from a stall.
+    pub timeline: Vec<Slice>,
+}
+
+/// The orders sent in one half-second of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slice {
+    pub from_s: f64,
+    pub orders: usize,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The `p` quantile of sorted latencies.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0)
 }
 
 impl RunResult {
     pub fn from_times(sent: &HashMap<String, Instant>, arrived: &HashMap<String, Instant>, payload_bytes: usize, services: Vec<Usage>) -> RunResult {
-        let mut lat: Vec<f64> = arrived
-            .iter()
-            .filter_map(|(k, at)| sent.get(k).map(|s| at.saturating_duration_since(*s).as_secs_f64() * 1000.0))
-            .collect();
-        lat.sort_by(f64::total_cmp);
-        let pct = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
         let first = sent.values().min();
+        let mut slices: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
+        let mut lat: Vec<f64> = Vec::with_capacity(arrived.len());
+        for (key, at) in arrived {
+            let Some(s) = sent.get(key) else { continue };
+            let ms = at.saturating_duration_since(*s).as_secs_f64() * 1000.0;
+            lat.push(ms);
+            if let Some(t0) = first {
+                slices.entry(s.saturating_duration_since(*t0).as_millis() as u64 / 500).or_default().push(ms);
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| quantile(&lat, p);
+        let timeline = slices
+            .into_iter()
+            .map(|(half_s, mut l)| {
+                l.sort_by(f64::total_cmp);
+                Slice { from_s: half_s as f64 / 2.0, orders: l.len(), p99_ms: quantile(&l, 0.99), max_ms: l.last().copied().unwrap_or(0.0) }
+            })
+            .collect();
         let last = arrived.values().max();
         let seconds = match (first, last) {
             (Some(a), Some(b)) => b.saturating_duration_since(*a).as_secs_f64(),
@@ -46,6 +75,7 @@ impl RunResult {
             max_ms: lat.last().copied().unwrap_or(0.0),
             payload_bytes,
             services,
+            timeline,
         }
     }
 }
@@ -56,22 +86,23 @@ pub struct Report {
     pub partitions: i32,
     pub items_per_order: usize,
     pub mix_percent: [u32; 4],
+    pub warmup_orders: usize,
     pub runs: Vec<(String, RunResult)>,
 }
 
 impl Report {
     pub fn new(args: &Args) -> Report {
-        Report { orders: args.orders, partitions: args.partitions, items_per_order: args.items, mix_percent: args.mix, runs: Vec::new() }
+        Report { orders: args.orders, partitions: args.partitions, items_per_order: args.items, mix_percent: args.mix, warmup_orders: args.warmup, runs: Vec::new() }
     }
 
     pub fn add(&mut self, name: &str, result: RunResult) {
         self.runs.push((name.to_owned(), result));
     }
 
-    pub fn print(&self) {
+    pub fn print(&self, timeline: bool) {
         println!(
-            "{} orders, {} partitions, {} line(s) per order, mix completed/payment/stock/shipping = {:?}%",
-            self.orders, self.partitions, self.items_per_order, self.mix_percent
+            "{} orders (after {} warm-up), {} partitions, {} line(s) per order, mix completed/payment/stock/shipping = {:?}%",
+            self.orders, self.warmup_orders, self.partitions, self.items_per_order, self.mix_percent
         );
         println!("{:<44} {:>10} {:>8} {:>8} {:>8} {:>8}", "run", "sagas/s", "p50 ms", "p95 ms", "p99 ms", "max ms");
         for (name, r) in &self.runs {
@@ -87,6 +118,12 @@ impl Report {
                 .map(|u| format!("{} {:.1} MiB peak ({:.1} median), {:.0}% CPU", u.service.trim_end_matches("-service"), u.peak_rss_mib, u.median_rss_mib, u.cpu_percent))
                 .collect();
             println!("{name}: {}", usage.join("; "));
+        }
+        for (name, r) in self.runs.iter().filter(|_| timeline) {
+            println!("{name}, by half-second of sending (orders, p99 ms, max ms):");
+            for s in &r.timeline {
+                println!("  {:>6.1}s {:>6} {:>8.1} {:>8.1}", s.from_s, s.orders, s.p99_ms, s.max_ms);
+            }
         }
     }
 }

@@ -46,7 +46,11 @@ pub fn main<S: Service>(service: S, args: RuntimeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // One thread: a service's work is a short pipeline, and on a machine it shares with the
+    // broker and the other services, handing records between threads cost more (wake-ups,
+    // one malloc arena per thread: order-service peaked at 92 MiB vs 37 MiB at 1000 orders/s)
+    // than it gained (BENCHMARKS.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{}: error: cannot start the async runtime: {e}", S::NAME);
