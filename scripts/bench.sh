@@ -2,7 +2,7 @@
 # The benchmark: builds release binaries, starts a broker of its own (port BENCH_KAFKA_PORT,
 # default 19192, fresh data), runs saga-bench, stops the broker. Arguments go to saga-bench:
 #
-#   scripts/bench.sh                                  the default report (20000 orders, 3 partitions)
+#   scripts/bench.sh                                  the default report (50000 orders after 10000 warm-up, 3 partitions)
 #   scripts/bench.sh --orders 50000 --partitions 6    another size
 #   scripts/bench.sh --items 20 --json bench.json     bigger payloads, JSON results
 #   scripts/bench.sh --phases saga --rate 500         one fixed-rate run

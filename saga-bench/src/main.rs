@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, default_value = "target/release")]
     pub bin_dir: PathBuf,
     /// Orders per run.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub orders: usize,
     /// Partitions per topic.
     #[arg(long, default_value_t = 3)]
@@ -57,7 +57,7 @@ pub struct Args {
     pub fetch_wait_ms: i32,
     /// Orders sent (at the run's rate) and completed before measuring, per run: a fresh
     /// broker compiles its hot paths and services open their connections in the first seconds.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 10_000)]
     pub warmup: usize,
     /// Also print each run's latency by half-second of sending (where the tail comes from).
     #[arg(long)]

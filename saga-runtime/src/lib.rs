@@ -97,3 +97,9 @@ pub trait Service: Send + 'static {
     /// The tables that make up the state, for loading and persisting.
     fn tables(&mut self) -> Vec<&mut dyn PersistentTable>;
 }
+
+/// Each event costs many small, short-lived allocations (fetched records, JSON, sled's node
+/// copies); glibc's allocator spent about a fifth of a service's CPU on them under load, and
+/// mimalloc a fraction of that (BENCHMARKS.md). Every binary built on the runtime uses it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
