@@ -70,7 +70,7 @@ pub enum KafkaEdgeError {
 pub const PRODUCE_MAX_BYTES: usize = 256 * 1024;
 
 /// Most bytes one fetch brings back.
-pub const FETCH_MAX_BYTES: i32 = 1024 * 1024;
+pub const FETCH_MAX_BYTES: i32 = 256 * 1024;
 
 /// How long one call to the broker may take before we give up on it and back off.
 /// rskafka retries internally (and its retries nest), so without this bound an outage could
