@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use saga_runtime::kafka::{chunks_by_size, FETCH_MAX_BYTES, PRODUCE_MAX_BYTES};
 use shared_events::Event;
 
 use crate::load::{self, Outgoing};
@@ -32,14 +33,18 @@ pub async fn run(args: &Args) -> Result<RunResult> {
             relays.spawn(async move {
                 let mut next = from.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
                 loop {
-                    let Ok((records, _)) = from.fetch_records(next, 1..4 * 1024 * 1024, wait).await else { continue };
+                    // The same fetch and produce sizes as the services.
+                    let Ok((records, _)) = from.fetch_records(next, 1..FETCH_MAX_BYTES, wait).await else { continue };
                     let from = next;
                     let batch: Vec<_> = records.into_iter().filter(|r| r.offset >= from).map(|r| {
                         next = next.max(r.offset + 1);
                         r.record
                     }).collect();
-                    if !batch.is_empty() {
-                        let _ = to.produce(batch, Compression::NoCompression).await;
+                    for chunk in chunks_by_size(batch, PRODUCE_MAX_BYTES) {
+                        // A lost record would stall the run until its timeout: retry.
+                        while to.produce(chunk.clone(), Compression::NoCompression).await.is_err() {
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
                     }
                 }
             });
