@@ -34,6 +34,9 @@ struct Cli {
     runtime: saga_runtime::RuntimeArgs,
 }
 
+#[global_allocator]
+static ALLOCATOR: saga_runtime::Allocator = saga_runtime::Allocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let deadline = Some(cli.saga_deadline).filter(|d| !d.is_zero());

@@ -1,7 +1,6 @@
 //! The ceiling: the same number of hops as a saga, consume → produce topic to topic, with no
 //! business logic and no local store. What Kafka and the client allow on this machine.
 
-
 use anyhow::{Context, Result};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use saga_runtime::kafka::{chunks_by_size, FETCH_MAX_BYTES, PRODUCE_MAX_BYTES};

@@ -46,7 +46,8 @@ pub fn main<S: Service>(service: S, args: RuntimeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One thread: a service's work is a short pipeline, and on a machine it shares with the
+    // One thread: a service's work is a short pipeline (store calls included; `--max-batch`
+    // bounds how long one batch holds the thread), and on a machine it shares with the
     // broker and the other services, handing records between threads cost more (wake-ups,
     // one malloc arena per thread: order-service peaked at 92 MiB vs 37 MiB at 1000 orders/s)
     // than it gained (BENCHMARKS.md).
@@ -91,7 +92,8 @@ pub async fn run<S: Service>(
     // 1. Whatever a previous run committed but did not publish goes out first.
     let pending = store.outbox()?;
     if !pending.is_empty() {
-        info!(count = pending.len(), "publishing events left in the outbox by the previous run");
+        let count: usize = pending.iter().map(|b| b.entries.len()).sum();
+        info!(count, "publishing events left in the outbox by the previous run");
         if !publish(&mut publisher, &store.outbox_cleaner(), pending, &config, shutdown.as_mut()).await? {
             return stop(&store).await;
         }
@@ -139,15 +141,15 @@ pub async fn run<S: Service>(
         while let Some(first) = publish_queue.recv().await {
             // Everything already queued goes out in the same round: one request per partition
             // for many batches, instead of one round trip per batch.
-            let mut entries = vec![first];
+            let mut batches = vec![first];
             while let Ok(more) = publish_queue.try_recv() {
-                entries.push(more);
+                batches.push(more);
             }
             let stop = async {
                 let _ = abandoned.wait_for(|a| *a).await;
             };
             tokio::pin!(stop);
-            if !publish(&mut publisher, &cleaner, entries, &publisher_config, stop.as_mut()).await? {
+            if !publish(&mut publisher, &cleaner, batches, &publisher_config, stop.as_mut()).await? {
                 break;
             }
         }

@@ -256,7 +256,7 @@ async fn fetch_once(
     };
     *offset = Some(from);
     let long_poll = Duration::from_millis(wait_ms.max(0) as u64);
-    // 1 MiB per fetch and a short queue (engine.rs) bound what is prefetched, and so the RSS.
+    // FETCH_MAX_BYTES per fetch and a short queue (engine.rs) bound what is prefetched, and so the RSS.
     bounded("fetch", long_poll, async { pc.fetch_records(from, 1..FETCH_MAX_BYTES, wait_ms).await.map_err(err) }).await
 }
 

@@ -98,8 +98,8 @@ pub trait Service: Send + 'static {
     fn tables(&mut self) -> Vec<&mut dyn PersistentTable>;
 }
 
-/// Each event costs many small, short-lived allocations (fetched records, JSON, sled's node
-/// copies); glibc's allocator spent about a fifth of a service's CPU on them under load, and
-/// mimalloc a fraction of that (BENCHMARKS.md). Every binary built on the runtime uses it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The allocator each service binary declares as its `#[global_allocator]`. Each event costs
+/// many small, short-lived allocations (fetched records, JSON, sled's node copies); glibc's
+/// allocator spent about a fifth of a service's CPU on them under load, mimalloc a fraction of
+/// that (BENCHMARKS.md). `.cargo/config.toml` makes it commit memory lazily.
+pub use mimalloc::MiMalloc as Allocator;

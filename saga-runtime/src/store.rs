@@ -25,6 +25,8 @@ use shared_events::{EventId, Topic};
 use crate::state::{PersistentTable, RowChange};
 
 const FORMAT: &[u8] = b"2";
+/// One outbox key per entry and one `applied/<event id>` key per applied event.
+const FORMAT_1: &[u8] = b"1";
 const META_FORMAT: &[u8] = b"meta/format";
 const META_SEEDED: &[u8] = b"meta/seeded";
 const STATE: &str = "state/";
@@ -124,6 +126,7 @@ impl Store {
                 db.insert(META_FORMAT, FORMAT)?;
             }
             Some(v) if v.as_ref() == FORMAT => {}
+            Some(v) if v.as_ref() == FORMAT_1 => upgrade_from_1(&db)?,
             Some(v) => {
                 return Err(StoreError::Format {
                     path: dir.to_owned(),
@@ -145,8 +148,9 @@ impl Store {
                 Some(EventId(uuid::Uuid::from_bytes(bytes)))
             }));
         }
-        // Published outbox keys are deleted, applied keys stay: the later of the two last keys
-        // is the last commit.
+        // Numbers only need to be new to the keys that exist: published outbox keys are
+        // deleted, and a commit with no outbox or applied ids leaves no key, so a number may
+        // be reused after a restart, never while a key carries it.
         let mut next_seq = 0;
         for prefix in [OUTBOX, APPLIED] {
             if let Some((key, _)) = db.scan_prefix(prefix).next_back().transpose()? {
@@ -299,6 +303,36 @@ impl OutboxCleaner {
     }
 }
 
+/// Rewrites a format-1 store in place, in one batch: each unpublished entry becomes a
+/// one-entry commit (same key, same order) and all applied ids one commit after them.
+/// State rows, offsets and seed marker are the same in both formats.
+fn upgrade_from_1(db: &sled::Db) -> Result<(), StoreError> {
+    let corrupt = |key: &[u8], reason: String| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason };
+    let mut batch = sled::Batch::default();
+    let mut next_seq = 0;
+    for row in db.scan_prefix(OUTBOX) {
+        let (key, value) = row?;
+        let entry: OutboxEntry = serde_json::from_slice(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+        let one = serde_json::to_vec(&[entry]).map_err(|e| corrupt(&key, e.to_string()))?;
+        next_seq = seq_of(OUTBOX, &key).map_or(next_seq, |s| s + 1);
+        batch.insert(key, one);
+    }
+    let mut ids = Vec::new();
+    for row in db.scan_prefix(APPLIED) {
+        let (key, _) = row?;
+        let id = key.get(APPLIED.len()..).filter(|id| id.len() == 16).ok_or_else(|| corrupt(&key, "not a format-1 applied id".into()))?;
+        ids.extend_from_slice(id);
+        batch.remove(key);
+    }
+    if !ids.is_empty() {
+        batch.insert(seq_key(APPLIED, next_seq), ids);
+    }
+    batch.insert(META_FORMAT, FORMAT);
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}
+
 fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
@@ -376,6 +410,37 @@ mod tests {
         let topics: Vec<_> =
             store.outbox().unwrap().into_iter().flat_map(|b| b.entries).map(|e| e.topic).collect();
         assert_eq!(topics, ["A", "B", "C"]);
+    }
+
+    #[tokio::test]
+    async fn a_format_1_store_is_upgraded_without_losing_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seen, pending) = (EventId::for_order(Topic::OrderCreated, "o-1"), entry("PaymentCompleted"));
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(META_FORMAT, FORMAT_1).unwrap();
+            db.insert(b"state/wallets/alice", b"5".as_slice()).unwrap();
+            db.insert(format!("{OFFSET}OrderCreated/0").as_bytes(), &7i64.to_be_bytes()).unwrap();
+            db.insert([APPLIED, seen.0.as_bytes().as_slice()].concat(), b"".as_slice()).unwrap();
+            db.insert(seq_key(OUTBOX, 3), serde_json::to_vec(&pending).unwrap()).unwrap();
+            db.flush().unwrap();
+        }
+        let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(store.is_applied(seen));
+        assert_eq!(store.offsets().unwrap()[&(Topic::OrderCreated, 0)], 7);
+        assert_eq!(store.read_table::<u64>("wallets").unwrap()["alice"], 5);
+        let outbox = store.outbox().unwrap();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].entries, [pending]);
+        // New commits go after the upgraded ones and keep the old ids.
+        let next = EventId::for_order(Topic::OrderCreated, "o-2");
+        store.commit(Commit { applied: vec![next], outbox: vec![entry("B")], ..Commit::default() }).unwrap();
+        store.flush().await.unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(store.is_applied(seen) && store.is_applied(next));
+        let topics: Vec<_> = store.outbox().unwrap().into_iter().flat_map(|b| b.entries).map(|e| e.topic).collect();
+        assert_eq!(topics, ["PaymentCompleted", "B"]);
     }
 
     #[tokio::test]

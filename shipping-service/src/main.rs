@@ -24,6 +24,9 @@ struct Cli {
     runtime: saga_runtime::RuntimeArgs,
 }
 
+#[global_allocator]
+static ALLOCATOR: saga_runtime::Allocator = saga_runtime::Allocator;
+
 fn main() -> ExitCode {
     saga_runtime::main(Shipping::default(), Cli::parse().runtime)
 }
