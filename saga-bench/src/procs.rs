@@ -62,7 +62,7 @@ pub fn start_all(bin_dir: &Path, dir: &Path, common: &[String], extra: &BTreeMap
             .args(common)
             .args(["--data-dir", &dir.join(name).display().to_string()])
             .args(extra.get(name).into_iter().flatten())
-            .env("RUST_LOG", std::env::var("SAGA_BENCH_LOG").unwrap_or_else(|_| "warn,saga_runtime=info".into()))
+            .env("RUST_LOG", std::env::var("SAGA_BENCH_LOG").unwrap_or_else(|_| "warn,saga_runtime=info,rskafka=off".into()))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
