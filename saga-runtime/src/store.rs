@@ -143,10 +143,7 @@ impl Store {
                     reason: format!("{} bytes is not a whole number of event ids", ids.len()),
                 });
             }
-            applied.extend(ids.chunks_exact(16).filter_map(|id| {
-                let bytes: [u8; 16] = id.try_into().ok()?;
-                Some(EventId(uuid::Uuid::from_bytes(bytes)))
-            }));
+            applied.extend(ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok().map(EventId)));
         }
         // Numbers only need to be new to the keys that exist: published outbox keys are
         // deleted, and a commit with no outbox or applied ids leaves no key, so a number may
