@@ -156,7 +156,13 @@ pub async fn run<S: Service>(
         Ok::<(), RuntimeError>(())
     });
 
-    // 4. Batches until asked to stop.
+    // 4. Batches until asked to stop. A commit's events may leave only once the commit is on
+    //    disk, but the loop does not wait for the disk: one flush runs in the background while
+    //    the next batches are processed and committed, and when it ends every commit made
+    //    before it started is handed to the publisher (group commit). A commit with nothing to
+    //    publish waits for no flush at all: until something leaves the process, losing it in a
+    //    crash only means deciding it again from the same inputs.
+    let mut durable = Durability::new(&store, config.unsafe_skip_fsync);
     let mut commits_with_output = 0u32;
     // Timers (deadlines) judge by the wall clock, so they wait until every input partition has
     // been read up to where it stood at start: after downtime, an order that succeeded
@@ -165,7 +171,7 @@ pub async fn run<S: Service>(
     let mut caught_up = 0usize;
     let mut timer = tokio::time::interval(Duration::from_secs(1));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    'batches: loop {
         let commit = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -180,6 +186,29 @@ pub async fn run<S: Service>(
                 // Fetchers run until the loop ends; one that stopped (a panic) would stall its
                 // partition silently.
                 return Err(RuntimeError::FetcherStopped);
+            }
+            flushed = durable.flushed() => {
+                for written in flushed? {
+                    commits_with_output += 1;
+                    if config.fault_crash_after_commit.is_some_and(|n| commits_with_output % n == 0) {
+                        error!(pending = written.entries.len(), "fault injection: aborting between commit and publish");
+                        std::process::abort();
+                    }
+                    // A full queue (broker away) must not make the loop deaf to SIGTERM: what
+                    // it was about to hand over is durable in the outbox already, and stays
+                    // there, in order, with everything after it.
+                    let handed = tokio::select! {
+                        biased;
+                        () = &mut shutdown => None,
+                        sent = to_publish.send(written) => sent.ok(),
+                    };
+                    if handed.is_none() {
+                        durable.hold_back();
+                        break 'batches;
+                    }
+                }
+                durable.start_flush();
+                continue;
             }
             fetched = rx.recv() => match fetched {
                 Some(first) => {
@@ -207,33 +236,23 @@ pub async fn run<S: Service>(
                 commit
             }
         };
-        let (partitions, inputs_applied) = (commit.offsets.len(), commit.applied.len());
-        let (started, outputs) = (std::time::Instant::now(), commit.outbox.len());
+        let (partitions, inputs_applied, outputs) = (commit.offsets.len(), commit.applied.len(), commit.outbox.len());
+        let started = std::time::Instant::now();
         let written = store.commit(commit)?;
-        let committed = started.elapsed();
-        if !config.unsafe_skip_fsync {
-            store.flush().await?;
-        }
-        debug!(partitions, applied = inputs_applied, outputs, commit_us = committed.as_micros() as u64, flush_us = (started.elapsed() - committed).as_micros() as u64, "batch committed");
+        debug!(partitions, applied = inputs_applied, outputs, commit_us = started.elapsed().as_micros() as u64, "batch committed");
         if let Some(written) = written {
-            commits_with_output += 1;
-            if config.fault_crash_after_commit.is_some_and(|n| commits_with_output % n == 0) {
-                error!(pending = written.entries.len(), "fault injection: aborting between commit and publish");
-                std::process::abort();
-            }
-            // A full queue (broker away) must not make the loop deaf to SIGTERM: what it was
-            // about to hand over is durable in the outbox already.
-            let handed = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                sent = to_publish.send(written) => sent,
-            };
-            if handed.is_err() {
-                break; // the publisher ended; the select above reports why
-            }
+            durable.push(written);
+            durable.start_flush();
         }
     }
     fetchers.shutdown().await;
+    // What was committed but not yet handed over goes to the publisher too, once durable, unless
+    // its queue is full (Kafka away): then it and everything after it wait in the outbox.
+    for written in durable.finish().await? {
+        if to_publish.try_send(written).is_err() {
+            break;
+        }
+    }
     // Let the publisher finish what it was handed; if Kafka is away, leave it in the outbox.
     drop(to_publish);
     let grace = Duration::from_secs(5);
@@ -251,6 +270,72 @@ pub async fn run<S: Service>(
         }
     }
     stop(&store).await
+}
+
+/// Commits whose events wait for the disk, and the one flush in progress.
+struct Durability {
+    store: crate::store::Flusher,
+    skip_fsync: bool,
+    /// Committed after the running flush started, so not covered by it.
+    waiting: Vec<OutboxBatch>,
+    /// Committed before it started; durable when it ends. `None` handle: nothing to wait for
+    /// (`--unsafe-skip-fsync`).
+    flushing: Option<(Option<tokio::task::JoinHandle<Result<(), StoreError>>>, Vec<OutboxBatch>)>,
+    /// Set once a hand-over was cut short: the rest waits in the outbox for the next start.
+    held_back: bool,
+}
+
+impl Durability {
+    fn new(store: &Store, skip_fsync: bool) -> Self {
+        Durability { store: store.flusher(), skip_fsync, waiting: Vec::new(), flushing: None, held_back: false }
+    }
+
+    /// Records a commit whose events may be published once it is on disk.
+    fn push(&mut self, written: OutboxBatch) {
+        self.waiting.push(written);
+    }
+
+    /// Starts a flush covering every waiting commit, unless one is running or none waits.
+    fn start_flush(&mut self) {
+        if self.flushing.is_some() || self.waiting.is_empty() {
+            return;
+        }
+        let handle = (!self.skip_fsync).then(|| tokio::spawn(self.store.flush()));
+        self.flushing = Some((handle, std::mem::take(&mut self.waiting)));
+    }
+
+    /// The commits the running flush made durable, oldest first; pending while none runs.
+    /// Cancel-safe: dropped before the flush ends, it can be awaited again.
+    async fn flushed(&mut self) -> Result<Vec<OutboxBatch>, RuntimeError> {
+        let Some((handle, _)) = &mut self.flushing else {
+            return std::future::pending().await;
+        };
+        let result = match handle {
+            Some(handle) => handle.await.unwrap_or(Err(StoreError::FlushStopped)),
+            None => Ok(()),
+        };
+        let batches = self.flushing.take().map(|(_, b)| b).unwrap_or_default();
+        result?;
+        Ok(batches)
+    }
+
+    /// Leaves what a cut-short hand-over did not reach, and everything after it, in the outbox.
+    fn hold_back(&mut self) {
+        self.held_back = true;
+    }
+
+    /// Waits until every commit is durable; returns those not yet handed over, oldest first
+    /// (none after a cut-short hand-over, so nothing overtakes what waits in the outbox).
+    async fn finish(mut self) -> Result<Vec<OutboxBatch>, RuntimeError> {
+        let mut out = if self.flushing.is_some() { self.flushed().await? } else { Vec::new() };
+        if !self.waiting.is_empty() {
+            if !self.skip_fsync {
+                self.store.flush().await?;
+            }
+            out.append(&mut self.waiting);
+        }
+        Ok(if self.held_back { Vec::new() } else { out })
+    }
 }
 
 async fn stop(store: &Store) -> Result<(), RuntimeError> {

@@ -16,7 +16,8 @@
 //!              ▼                           │ outbox entries (events to emit)    │
 //!      Service::handle ──▶ events ───────▶ │ next offsets, applied event ids    │
 //!                                          └──────────────┬─────────────────────┘
-//!                                                  flush (fsync)
+//!                              flush (fsync), in the background: one flush covers
+//!                              every commit made while the last one ran (group commit)
 //!                                                         ▼
 //!             publishing task (FIFO): publish outbox to Kafka ─▶ delete published entries
 //! ```

@@ -47,6 +47,8 @@ pub enum StoreError {
     Io(#[from] sled::Error),
     #[error("corrupt row `{key}`: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("the task flushing the store stopped unexpectedly")]
+    FlushStopped,
 }
 
 /// A record waiting to be published. Written in the same batch as the effects that produced it.
@@ -276,9 +278,31 @@ impl Store {
         Ok(())
     }
 
+    /// A handle that flushes from another task while this one keeps committing.
+    pub fn flusher(&self) -> Flusher {
+        Flusher { db: self.db.clone() }
+    }
+
     /// A handle that deletes published outbox entries, for the publishing task.
     pub fn outbox_cleaner(&self) -> OutboxCleaner {
         OutboxCleaner { db: self.db.clone() }
+    }
+}
+
+/// Makes every commit written so far durable; see [`Store::flush`].
+#[derive(Clone)]
+pub struct Flusher {
+    db: sled::Db,
+}
+
+impl Flusher {
+    /// Covers every commit written before the call, whenever the future is first polled.
+    pub fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let db = self.db.clone();
+        async move {
+            db.flush_async().await?;
+            Ok(())
+        }
     }
 }
 
