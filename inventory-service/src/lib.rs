@@ -78,7 +78,7 @@ impl Inventory {
         }
         let wanted = merge_lines(paid.items.iter().map(|l| (l.sku.as_str(), l.quantity)));
         for (sku, requested) in &wanted {
-            let available = self.stock.get(sku).copied();
+            let available = self.stock.get(sku);
             let reason = match available {
                 None => StockFailureReason::UnknownSku,
                 Some(a) if u64::from(a) < *requested => StockFailureReason::OutOfStock,
@@ -117,7 +117,7 @@ impl Inventory {
     /// Releases exactly what was reserved; does nothing for an order it never reserved.
     pub fn on_order_cancelled(&mut self, cancel: &OrderCancelled) -> Option<Event> {
         let order_id = cancel.order_id.as_str();
-        match self.reservations.get(order_id).cloned() {
+        match self.reservations.get(order_id) {
             Some(Reservation::Reserved { items }) => {
                 for line in &items {
                     match self.stock.get_mut(&line.sku) {
@@ -145,13 +145,13 @@ impl Inventory {
     /// Units held by live reservations, by SKU.
     pub fn reserved(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for (_, r) in self.reservations.iter() {
+        self.reservations.for_each(|_, r| {
             if let Reservation::Reserved { items } = r {
                 for l in items {
                     *out.entry(l.sku.clone()).or_default() += u64::from(l.quantity);
                 }
             }
-        }
+        });
         out
     }
 }
@@ -217,8 +217,8 @@ mod tests {
         let out = inv.on_payment_completed(&paid("o-1", &[("widget", 2), ("gadget", 1), ("widget", 3)]));
         let Some(Event::StockReserved(r)) = out else { panic!("expected StockReserved, got {out:?}") };
         assert_eq!(r.items, vec![StockLine { sku: "gadget".into(), quantity: 1 }, StockLine { sku: "widget".into(), quantity: 5 }]);
-        assert_eq!(inv.stock.get("widget"), Some(&95));
-        assert_eq!(inv.stock.get("gadget"), Some(&4));
+        assert_eq!(inv.stock.get("widget"), Some(95));
+        assert_eq!(inv.stock.get("gadget"), Some(4));
     }
 
     #[test]
@@ -226,7 +226,7 @@ mod tests {
         let mut inv = demo();
         let out = inv.on_payment_completed(&paid("o-1", &[("widget", 2), ("gizmo", 1)]));
         assert!(matches!(out, Some(Event::StockFailed(StockFailed { reason: StockFailureReason::OutOfStock, requested: 1, available: 0, .. }))));
-        assert_eq!(inv.stock.get("widget"), Some(&100));
+        assert_eq!(inv.stock.get("widget"), Some(100));
         let unknown = inv.on_payment_completed(&paid("o-2", &[("sprocket", 1)]));
         assert!(matches!(unknown, Some(Event::StockFailed(StockFailed { reason: StockFailureReason::UnknownSku, .. }))));
         assert_eq!(inv.on_order_cancelled(&cancel("o-1")), None);
@@ -236,13 +236,13 @@ mod tests {
     fn releases_exactly_once_and_tombstones_block_late_payments() {
         let mut inv = demo();
         inv.on_payment_completed(&paid("o-1", &[("gadget", 5)]));
-        assert_eq!(inv.stock.get("gadget"), Some(&0));
+        assert_eq!(inv.stock.get("gadget"), Some(0));
         assert!(matches!(inv.on_order_cancelled(&cancel("o-1")), Some(Event::StockReleased(_))));
         assert_eq!(inv.on_order_cancelled(&cancel("o-1")), None);
-        assert_eq!(inv.stock.get("gadget"), Some(&5));
+        assert_eq!(inv.stock.get("gadget"), Some(5));
         assert_eq!(inv.on_order_cancelled(&cancel("o-2")), None);
         assert_eq!(inv.on_payment_completed(&paid("o-2", &[("gadget", 1)])), None);
-        assert_eq!(inv.stock.get("gadget"), Some(&5));
+        assert_eq!(inv.stock.get("gadget"), Some(5));
     }
 
     #[derive(Debug, Clone)]
@@ -265,7 +265,10 @@ mod tests {
         fn stock_is_conserved(inputs in prop::collection::vec(input(), 0..40)) {
             const SKUS: [&str; 4] = ["widget", "gadget", "gizmo", "sprocket"];
             let mut inv = demo();
-            let start: BTreeMap<String, u64> = inv.stock.iter().map(|(k, v)| (k.clone(), u64::from(*v))).collect();
+            let mut start = BTreeMap::new();
+            inv.stock.for_each(|sku, units| {
+                start.insert(sku.to_owned(), u64::from(*units));
+            });
             let mut released = std::collections::BTreeSet::new();
             for i in inputs {
                 match i {
@@ -281,7 +284,7 @@ mod tests {
                 }
                 let reserved = inv.reserved();
                 for (sku, units) in &start {
-                    let on_hand = u64::from(inv.stock.get(sku).copied().unwrap_or(0));
+                    let on_hand = u64::from(inv.stock.get(sku).unwrap_or(0));
                     prop_assert_eq!(on_hand + reserved.get(sku).copied().unwrap_or(0), *units, "{}", sku);
                 }
             }

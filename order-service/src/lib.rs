@@ -124,7 +124,7 @@ impl Orders {
     pub fn apply(&mut self, input: &Envelope, ctx: &Context) -> Option<Event> {
         let event = &input.event;
         let order_id = event.order_id()?.clone();
-        let mut rec = self.orders.get(order_id.as_str()).cloned().unwrap_or_default();
+        let mut rec = self.orders.get(order_id.as_str()).unwrap_or_default();
         rec.created_at_ms.get_or_insert(input.meta.saga_started_at_ms);
         rec.partition.get_or_insert(ctx.partition);
         let before = rec.cancelled.map(|_| rec.awaiting());
@@ -138,8 +138,16 @@ impl Orders {
         let Some(deadline) = self.deadline else { return Vec::new() };
         let deadline_ms = i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX);
         let orders = &self.orders;
+        // Built once, from the whole table (read from the store): the open orders are the
+        // only ones a deadline can still cancel, and few.
         let open = self.open.get_or_insert_with(|| {
-            orders.iter().filter(|(_, r)| !r.is_terminal()).map(|(k, _)| k.clone()).collect()
+            let mut open = BTreeSet::new();
+            orders.for_each(|id, r| {
+                if !r.is_terminal() {
+                    open.insert(id.to_owned());
+                }
+            });
+            open
         });
         let due: Vec<String> = open
             .iter()
@@ -151,7 +159,7 @@ impl Orders {
         let mut out = Vec::new();
         for id in due {
             let order_id = OrderId(id.clone());
-            let Some(mut rec) = self.orders.get(&id).cloned() else { continue };
+            let Some(mut rec) = self.orders.get(&id) else { continue };
             let detail = format!("no terminal state within {deadline:?}");
             if let Some(event) = cancel(&mut rec, &order_id, CancelReason::Timeout, detail) {
                 out.push(TimerEvent {
@@ -402,7 +410,7 @@ mod tests {
     fn check(events: &[Event]) -> (Vec<Topic>, OrderRecord) {
         let mut orders = Orders::default();
         let emitted = events.iter().filter_map(|e| orders.apply(&env(e), &CTX)).map(|e| e.topic()).collect();
-        (emitted, orders.orders.get("o-1").cloned().unwrap_or_default())
+        (emitted, orders.orders.get("o-1").unwrap_or_default())
     }
 
     fn cancel_request() -> Event {

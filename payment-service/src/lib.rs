@@ -71,7 +71,7 @@ impl Payment {
         let customer_id = order.customer_id.clone();
         // Decoding rejects orders whose total overflows.
         let amount_cents = order.total_cents().unwrap_or(u64::MAX);
-        let balance = self.wallets.get(&customer_id).copied();
+        let balance = self.wallets.get(&customer_id);
         let declined = match balance {
             None => Some(PaymentFailureReason::UnknownCustomer),
             Some(b) if b < amount_cents => Some(PaymentFailureReason::InsufficientFunds),
@@ -107,7 +107,7 @@ impl Payment {
     /// Refunds exactly what was charged; does nothing for an order it never charged.
     pub fn on_order_cancelled(&mut self, cancel: &OrderCancelled) -> Option<Event> {
         let order_id = cancel.order_id.as_str();
-        match self.payments.get(order_id).cloned() {
+        match self.payments.get(order_id) {
             Some(PaymentRecord::Charged { customer_id, amount_cents }) => {
                 match self.wallets.get_mut(&customer_id) {
                     Some(b) => *b = b.saturating_add(amount_cents),
@@ -139,13 +139,13 @@ impl Payment {
 
     /// Money not in wallets: charged and not refunded.
     pub fn held_cents(&self) -> u64 {
-        self.payments
-            .iter()
-            .map(|(_, r)| match r {
-                PaymentRecord::Charged { amount_cents, .. } => *amount_cents,
-                _ => 0,
-            })
-            .sum()
+        let mut held = 0;
+        self.payments.for_each(|_, r| {
+            if let PaymentRecord::Charged { amount_cents, .. } = r {
+                held += amount_cents;
+            }
+        });
+        held
     }
 }
 
@@ -205,7 +205,7 @@ mod tests {
         let mut p = demo();
         let out = p.on_order_created(&order("o-1", "alice", 2, 1250));
         assert!(matches!(out, Some(Event::PaymentCompleted(PaymentCompleted { amount_cents: 2500, .. }))));
-        assert_eq!(p.wallets.get("alice"), Some(&97_500));
+        assert_eq!(p.wallets.get("alice"), Some(97_500));
     }
 
     #[test]
@@ -215,7 +215,7 @@ mod tests {
         assert!(matches!(poor, Some(Event::PaymentFailed(PaymentFailed { reason: PaymentFailureReason::InsufficientFunds, .. }))));
         let unknown = p.on_order_created(&order("o-2", "carol", 1, 1));
         assert!(matches!(unknown, Some(Event::PaymentFailed(PaymentFailed { reason: PaymentFailureReason::UnknownCustomer, .. }))));
-        assert_eq!(p.wallets.get("bob"), Some(&1_000));
+        assert_eq!(p.wallets.get("bob"), Some(1_000));
         assert_eq!(p.on_order_cancelled(&cancel("o-1")), None, "nothing to refund");
     }
 
@@ -226,7 +226,7 @@ mod tests {
         let refund = p.on_order_cancelled(&cancel("o-1"));
         assert!(matches!(refund, Some(Event::PaymentRefunded(PaymentRefunded { amount_cents: 300, .. }))));
         assert_eq!(p.on_order_cancelled(&cancel("o-1")), None);
-        assert_eq!(p.wallets.get("alice"), Some(&100_000));
+        assert_eq!(p.wallets.get("alice"), Some(100_000));
     }
 
     #[test]
@@ -234,7 +234,7 @@ mod tests {
         let mut p = demo();
         assert_eq!(p.on_order_cancelled(&cancel("o-1")), None);
         assert_eq!(p.on_order_created(&order("o-1", "alice", 1, 100)), None);
-        assert_eq!(p.wallets.get("alice"), Some(&100_000));
+        assert_eq!(p.wallets.get("alice"), Some(100_000));
     }
 
     #[derive(Debug, Clone)]
@@ -251,13 +251,19 @@ mod tests {
         ]
     }
 
+    fn in_wallets(p: &Payment) -> u64 {
+        let mut total = 0;
+        p.wallets.for_each(|_, cents| total += cents);
+        total
+    }
+
     proptest! {
         /// Any sequence (duplicates, cancellations before orders) conserves money, charges each
         /// order at most once, and refunds exactly the charge.
         #[test]
         fn money_is_conserved(inputs in prop::collection::vec(input(), 0..40)) {
             let mut p = demo();
-            let start: u64 = p.wallets.iter().map(|(_, v)| v).sum();
+            let start = in_wallets(&p);
             let mut charged = BTreeMap::<String, u64>::new();
             let mut refunded = BTreeMap::<String, u64>::new();
             let mut cancelled = std::collections::BTreeSet::new();
@@ -280,7 +286,7 @@ mod tests {
                         }
                     }
                 }
-                let now: u64 = p.wallets.iter().map(|(_, v)| v).sum();
+                let now = in_wallets(&p);
                 prop_assert_eq!(now + p.held_cents(), start);
             }
         }

@@ -53,7 +53,7 @@ pub fn state(history: &[Recorded]) -> OrderRecord {
         orders.apply(&e.envelope, &ctx);
         id = e.order_id().map(str::to_owned);
     }
-    id.and_then(|id| orders.orders.get(&id).cloned()).unwrap_or_default()
+    id.and_then(|id| orders.orders.get(&id)).unwrap_or_default()
 }
 
 /// Whether the saga has a terminal event on the topics.

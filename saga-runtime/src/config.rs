@@ -56,6 +56,19 @@ pub struct RuntimeArgs {
           value_parser = clap::value_parser!(i32).range(1..=30_000))]
     pub fetch_wait_ms: i32,
 
+    /// Most state rows per table kept in memory between batches; the rest are read from the
+    /// store when an event needs them. Bounds memory however many orders the service has seen.
+    #[arg(long, env = "SAGA_RESIDENT_ROWS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub resident_rows: u32,
+
+    /// How many of the latest applied event ids are remembered to drop a redelivered event
+    /// unseen. An older duplicate reaches the rules, which ignore what they already did
+    /// (each service's per-order records).
+    #[arg(long, env = "SAGA_DEDUP_WINDOW", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub dedup_window: u32,
+
     /// This instance's number (1-based) among `--instances`; it owns the partitions p with
     /// p mod instances = instance - 1, on every topic it reads.
     #[arg(long, env = "SAGA_INSTANCE", default_value_t = 1,
@@ -122,6 +135,10 @@ pub struct RuntimeConfig {
     pub fetch_wait_ms: i32,
     /// Bound on sled's page cache.
     pub cache_bytes: u64,
+    /// See [`RuntimeArgs::resident_rows`].
+    pub resident_rows: usize,
+    /// See [`RuntimeArgs::dedup_window`].
+    pub dedup_window: usize,
     /// Longest wait between retries while the broker is unreachable.
     pub max_backoff: Duration,
     /// See [`RuntimeArgs::fault_crash_after_commit`].
@@ -215,6 +232,8 @@ impl RuntimeArgs {
             max_batch: self.max_batch as usize,
             fetch_wait_ms: self.fetch_wait_ms,
             cache_bytes: 16 << 20,
+            resident_rows: self.resident_rows as usize,
+            dedup_window: self.dedup_window as usize,
             max_backoff: Duration::from_secs(5),
             fault_crash_after_commit: self.fault_crash_after_commit,
             ownership,

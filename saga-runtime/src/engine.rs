@@ -81,7 +81,8 @@ pub async fn run<S: Service>(
         warn!("UNSAFE: --unsafe-skip-fsync: events may be published before their effects are durable");
     }
     let mut store = Store::open(&config.data_dir, config.cache_bytes)?;
-    store.load_tables(service.tables())?;
+    store.attach_tables(service.tables(), config.resident_rows);
+    store.limit_dedup_window(config.dedup_window)?;
     seed_if_new(&mut service, &mut store, &config).await?;
 
     let Some((client, partitions)) = connect(&config, &mut shutdown).await? else {
@@ -224,12 +225,12 @@ pub async fn run<S: Service>(
                         }
                     }
                     caught_up += batch.iter().filter(|f| f.caught_up).count();
-                    process_batch(&mut service, &store, batch, now_ms())
+                    process_batch(&mut service, &store, batch, now_ms())?
                 }
                 None => break,
             },
             _ = timer.tick(), if caught_up >= inputs => {
-                let commit = process_timers(&mut service, now_ms());
+                let commit = process_timers(&mut service, now_ms())?;
                 if commit.is_empty() {
                     continue;
                 }
@@ -367,7 +368,7 @@ async fn seed_if_new<S: Service>(
     info!(source = if seed.is_some() { "seed file" } else { "demo data" }, "first start: seeding the store");
     service.seed(seed.unwrap_or_default());
     let mut commit = Commit { seeded: true, ..Commit::default() };
-    commit.add_table_changes(service.tables());
+    commit.add_table_changes(service.tables())?;
     store.commit(commit)?;
     store.flush().await?;
     Ok(())
@@ -455,18 +456,23 @@ async fn publish(
 }
 
 /// Lets the service emit what is due (deadlines); returns everything that changed.
-fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Commit {
+fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Result<Commit, StoreError> {
     let mut commit = Commit::default();
     for due in service.on_timer(now_ms) {
         let out = Envelope::on_timer(due.event, due.saga_started_at_ms, now_ms);
         commit.outbox.push(outbox_entry(&out, due.partition));
     }
-    commit.add_table_changes(service.tables());
-    commit
+    commit.add_table_changes(service.tables())?;
+    Ok(commit)
 }
 
 /// Decodes, deduplicates and applies one batch; returns everything it changed.
-fn process_batch<S: Service>(service: &mut S, store: &Store, batch: Vec<Fetched>, now_ms: i64) -> Commit {
+fn process_batch<S: Service>(
+    service: &mut S,
+    store: &Store,
+    batch: Vec<Fetched>,
+    now_ms: i64,
+) -> Result<Commit, StoreError> {
     let mut commit = Commit::default();
     let mut seen = HashSet::new();
     for fetched in batch {
@@ -503,8 +509,8 @@ fn process_batch<S: Service>(service: &mut S, store: &Store, batch: Vec<Fetched>
             commit.offsets.insert((fetched.topic, fetched.partition), rec.offset + 1);
         }
     }
-    commit.add_table_changes(service.tables());
-    commit
+    commit.add_table_changes(service.tables())?;
+    Ok(commit)
 }
 
 fn outbox_entry(envelope: &Envelope, partition: i32) -> OutboxEntry {

@@ -14,15 +14,18 @@
 //! `<seq>` numbers commits (a big-endian u64, so keys sort in commit order). One outbox key and
 //! one applied key per commit, not per event, because sled's cost is per key written: a
 //! thousand-event batch writes a handful of keys besides its state rows, and publishing it
-//! deletes one. Applied ids are also kept in memory, so checking one costs no read.
+//! deletes one. Applied ids are also kept in memory, so checking one costs no read; only the
+//! latest commits' ids are kept, in memory and on disk ([`Store::limit_dedup_window`]), and
+//! state rows are read on demand ([`Store::attach_tables`]), so neither memory nor the store
+//! grows with anything but the state itself.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use shared_events::{EventId, Topic};
 
-use crate::state::{PersistentTable, RowChange};
+use crate::state::{PersistentTable, RowChange, RowError, RowSource};
 
 const FORMAT: &[u8] = b"2";
 /// One outbox key per entry and one `applied/<event id>` key per applied event.
@@ -47,6 +50,8 @@ pub enum StoreError {
     Io(#[from] sled::Error),
     #[error("corrupt row `{key}`: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error(transparent)]
+    Row(#[from] RowError),
     #[error("the task flushing the store stopped unexpectedly")]
     FlushStopped,
 }
@@ -73,14 +78,16 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// Collects the changed rows of every table.
-    pub fn add_table_changes(&mut self, tables: Vec<&mut dyn PersistentTable>) {
+    /// Collects the changed rows of every table; fails if a table could not read a row the
+    /// rules asked for (nothing decided without it may be committed).
+    pub fn add_table_changes(&mut self, tables: Vec<&mut dyn PersistentTable>) -> Result<(), StoreError> {
         let mut changes = Vec::new();
         for table in tables {
-            table.drain_changes(&mut changes);
+            table.drain_changes(&mut changes)?;
             let name = table.name();
             self.rows.extend(changes.drain(..).map(|c| (name, c)));
         }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,6 +117,11 @@ pub struct Store {
     next_seq: u64,
     /// Every applied event id on disk, for lookups without a read.
     applied: HashSet<EventId>,
+    /// The commits whose ids `applied` holds, oldest first: (seq, number of ids).
+    applied_commits: VecDeque<(u64, usize)>,
+    applied_count: usize,
+    /// Most ids kept; older commits' ids are forgotten, on disk too.
+    dedup_window: usize,
 }
 
 impl Store {
@@ -137,6 +149,7 @@ impl Store {
             }
         }
         let mut applied = HashSet::new();
+        let (mut applied_commits, mut applied_count) = (VecDeque::new(), 0);
         for row in db.scan_prefix(APPLIED) {
             let (key, ids) = row?;
             if ids.len() % 16 != 0 {
@@ -146,6 +159,10 @@ impl Store {
                 });
             }
             applied.extend(ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok().map(EventId)));
+            if let Some(seq) = seq_of(APPLIED, &key) {
+                applied_commits.push_back((seq, ids.len() / 16));
+                applied_count += ids.len() / 16;
+            }
         }
         // Numbers only need to be new to the keys that exist: published outbox keys are
         // deleted, and a commit with no outbox or applied ids leaves no key, so a number may
@@ -156,7 +173,34 @@ impl Store {
                 next_seq = next_seq.max(seq_of(prefix, &key).map_or(0, |s| s + 1));
             }
         }
-        Ok(Store { db, next_seq, applied })
+        Ok(Store { db, next_seq, applied, applied_commits, applied_count, dedup_window: usize::MAX })
+    }
+
+    /// Remembers only about the latest `ids` applied event ids from now on (whole commits:
+    /// the oldest commit's ids go once the rest are `ids` or more), and forgets older ones now.
+    pub fn limit_dedup_window(&mut self, ids: usize) -> Result<(), StoreError> {
+        self.dedup_window = ids;
+        let mut batch = sled::Batch::default();
+        self.expire_applied(&mut batch)?;
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Moves the oldest commits' ids out of the window: out of memory now, off disk with `batch`.
+    fn expire_applied(&mut self, batch: &mut sled::Batch) -> Result<(), StoreError> {
+        // The newest commit always stays, whatever its size.
+        while self.applied_count > self.dedup_window && self.applied_commits.len() > 1 {
+            let Some((seq, count)) = self.applied_commits.pop_front() else { break };
+            let key = seq_key(APPLIED, seq);
+            if let Some(ids) = self.db.get(&key)? {
+                for id in ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok()) {
+                    self.applied.remove(&EventId(id));
+                }
+            }
+            batch.remove(key);
+            self.applied_count -= count;
+        }
+        Ok(())
     }
 
     /// Whether seed data was already written.
@@ -164,20 +208,13 @@ impl Store {
         Ok(self.db.contains_key(META_SEEDED)?)
     }
 
-    /// Loads every stored row into the matching table.
-    pub fn load_tables(&self, tables: Vec<&mut dyn PersistentTable>) -> Result<(), StoreError> {
+    /// Backs every table with its stored rows: a row not in memory is read when the rules ask
+    /// for it, and at most `resident_rows` rows per table stay in memory after a commit.
+    pub fn attach_tables(&self, tables: Vec<&mut dyn PersistentTable>, resident_rows: usize) {
         for table in tables {
             let prefix = format!("{STATE}{}/", table.name());
-            for row in self.db.scan_prefix(prefix.as_bytes()) {
-                let (key, value) = row?;
-                let full = String::from_utf8_lossy(&key).into_owned();
-                let row_key = &full[prefix.len()..];
-                table
-                    .load_row(row_key, &value)
-                    .map_err(|e| StoreError::Corrupt { key: full.clone(), reason: e.to_string() })?;
-            }
+            table.attach(Box::new(StoredRows { db: self.db.clone(), prefix }), resident_rows);
         }
-        Ok(())
     }
 
     /// Reads one table's rows without a service (tests and tools, with the service stopped).
@@ -252,6 +289,9 @@ impl Store {
         if !commit.applied.is_empty() {
             let ids: Vec<u8> = commit.applied.iter().flat_map(|id| *id.0.as_bytes()).collect();
             batch.insert(seq_key(APPLIED, seq), ids);
+            self.applied_commits.push_back((seq, commit.applied.len()));
+            self.applied_count += commit.applied.len();
+            self.expire_applied(&mut batch)?;
         }
         if commit.seeded {
             batch.insert(META_SEEDED, &[]);
@@ -286,6 +326,29 @@ impl Store {
     /// A handle that deletes published outbox entries, for the publishing task.
     pub fn outbox_cleaner(&self) -> OutboxCleaner {
         OutboxCleaner { db: self.db.clone() }
+    }
+}
+
+/// One table's stored rows, read on demand.
+struct StoredRows {
+    db: sled::Db,
+    /// `state/<table>/`
+    prefix: String,
+}
+
+impl RowSource for StoredRows {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let full = format!("{}{key}", self.prefix);
+        self.db.get(full.as_bytes()).map(|row| row.map(|v| v.to_vec())).map_err(|e| e.to_string())
+    }
+
+    fn scan(&self, visit: &mut dyn FnMut(&str, &[u8]) -> Result<(), String>) -> Result<(), String> {
+        for row in self.db.scan_prefix(self.prefix.as_bytes()) {
+            let (key, value) = row.map_err(|e| e.to_string())?;
+            let key = std::str::from_utf8(&key[self.prefix.len()..]).map_err(|e| e.to_string())?;
+            visit(key, &value)?;
+        }
+        Ok(())
     }
 }
 
@@ -390,7 +453,7 @@ mod tests {
             let mut wallets: Table<u64> = Table::new("wallets");
             wallets.insert("alice", 5);
             let mut commit = Commit { seeded: true, ..Commit::default() };
-            commit.add_table_changes(vec![&mut wallets]);
+            commit.add_table_changes(vec![&mut wallets]).unwrap();
             commit.offsets.insert((Topic::OrderCreated, 2), 17);
             commit.applied.push(id);
             commit.outbox = vec![entry("PaymentCompleted")];
@@ -412,9 +475,35 @@ mod tests {
         let topics: Vec<_> = outbox[0].entries.iter().map(|e| e.topic.as_str()).collect();
         assert_eq!(topics, ["PaymentFailed", "PaymentRefunded"]);
         let mut wallets: Table<u64> = Table::new("wallets");
-        store.load_tables(vec![&mut wallets]).unwrap();
-        assert_eq!(wallets.get("alice"), Some(&5));
+        store.attach_tables(vec![&mut wallets], 10);
+        assert_eq!(wallets.get("alice"), Some(5), "read from the store on first use");
         assert_eq!(store.read_table::<u64>("wallets").unwrap()["alice"], 5);
+    }
+
+    #[tokio::test]
+    async fn only_the_latest_applied_ids_are_kept_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = |n: usize| EventId::for_order(Topic::OrderCreated, &format!("o-{n}"));
+        let commit_ids = |store: &mut Store, ids: std::ops::Range<usize>| {
+            store.commit(Commit { applied: ids.map(id).collect(), ..Commit::default() }).unwrap();
+        };
+        {
+            let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+            for n in 0..4 {
+                commit_ids(&mut store, n * 10..n * 10 + 10);
+            }
+            store.limit_dedup_window(30).unwrap();
+            assert!(!store.is_applied(id(9)) && store.is_applied(id(10)), "whole commits go, oldest first");
+            commit_ids(&mut store, 40..50);
+            assert!(!store.is_applied(id(19)) && store.is_applied(id(20)) && store.is_applied(id(49)));
+            commit_ids(&mut store, 50..100);
+            assert!(store.is_applied(id(99)) && !store.is_applied(id(49)), "the newest commit stays whatever its size");
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(!store.is_applied(id(30)), "forgotten on disk too");
+        assert!(store.is_applied(id(50)));
+        assert_eq!(store.db.scan_prefix(APPLIED).count(), 1);
     }
 
     #[tokio::test]

@@ -73,7 +73,7 @@ impl Shipping {
             None => {}
         }
         let country = normalize_country(&reserved.ship_to.country);
-        if self.countries.get(&country).copied().unwrap_or(false) {
+        if self.countries.get(&country).unwrap_or(false) {
             // Derived from the order id so that redoing the step books the same shipment.
             let shipment_id = format!("shp-{order_id}");
             info!(order_id = %order_id, shipment_id, country, "shipment booked → ShipmentScheduled");
@@ -102,7 +102,7 @@ impl Shipping {
     /// Calls off a booked shipment; remembers a cancellation that came first.
     pub fn on_order_cancelled(&mut self, cancel: &OrderCancelled) -> Option<Event> {
         let order_id = cancel.order_id.as_str();
-        match self.shipments.get(order_id).cloned() {
+        match self.shipments.get(order_id) {
             Some(Shipment::Scheduled { shipment_id, .. }) => {
                 warn!(order_id = %order_id, shipment_id, compensation = true, "COMPENSATION: shipment called off → ShipmentCancelled");
                 self.shipments.insert(order_id, Shipment::Cancelled { shipment_id: shipment_id.clone() });

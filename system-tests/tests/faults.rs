@@ -236,9 +236,69 @@ async fn duplicates_have_no_effect() {
         SERVICES.iter().map(|n| (*n, d.services[*n].log_text().matches("duplicate ignored").count())).collect()
     };
     let ignored_before = ignored(&d);
+    let expected = republish_run(&d, run, &orders).await;
+    // Each duplicate is dropped by each consumer, with one log line.
+    wait_until("every duplicate to be dropped", || async {
+        let now = ignored(&d);
+        let missing: Vec<String> = expected.iter()
+            .filter(|(n, e)| now[*n] < ignored_before[*n] + **e)
+            .map(|(n, e)| format!("{n}: {} of {e}", now[*n] - ignored_before[*n]))
+            .collect();
+        if missing.is_empty() { Ok(()) } else { Err(missing.join(", ")) }
+    }, || d.logs()).await;
 
-    // Publish every consumed event of the run again: same ids, same partitions. Hand-typed
-    // orders go again as a person would send them, without headers.
+    let after = workload::distinct_events(&d).await;
+    assert_eq!(before, after, "a duplicate produced a new event");
+    d.stop_all().await;
+    workload::check_stores(&d, &orders);
+}
+
+/// Duplicates older than the window of remembered event ids reach the rules, which must
+/// ignore what they already did: no new event, money and stock unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_older_than_the_dedup_window_have_no_effect() {
+    let mut d = Deployment::new(3, &[]).await;
+    workload::use_fault_seeds(&mut d);
+    for name in SERVICES {
+        d.service(name).args.extend(["--dedup-window".to_owned(), "1".to_owned()]);
+    }
+    d.start_all().await;
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mut orders = workload::plan(run, 40);
+    for order in &orders {
+        workload::publish(&d, order).await;
+    }
+    let mut tally = Tally::default();
+    finish(&mut d, &orders, &mut tally).await;
+    let before = workload::distinct_events(&d).await;
+    republish_run(&d, run, &orders).await;
+
+    // Then one order of each outcome on each partition: its events land on every partition
+    // of every topic after the duplicates, so once they finish every duplicate was read.
+    let marker_run = format!("{run}m");
+    let mut covered = std::collections::BTreeSet::new();
+    let markers: Vec<_> = workload::plan(&marker_run, 400)
+        .into_iter()
+        .filter(|o| covered.insert((format!("{:?}", o.outcome), partition_for_key(o.id.as_bytes(), d.partitions))))
+        .collect();
+    assert_eq!(markers.len(), 4 * d.partitions as usize, "a marker per outcome and partition");
+    for order in &markers {
+        workload::publish(&d, order).await;
+    }
+    finish(&mut d, &markers, &mut tally).await;
+
+    let mut after = workload::distinct_events(&d).await;
+    after.retain(|order, _| !order.starts_with(&marker_run));
+    assert_eq!(before, after, "a duplicate produced a new event");
+    d.stop_all().await;
+    orders.extend(markers);
+    workload::check_stores(&d, &orders);
+}
+
+/// Publishes every consumed event of the run again: same ids, same partitions. Hand-typed
+/// orders go again as a person would send them, without headers. Returns how many
+/// duplicates each service reads.
+async fn republish_run(d: &Deployment, run: &str, orders: &[workload::PlannedOrder]) -> BTreeMap<&'static str, usize> {
     let mut expected: BTreeMap<&str, usize> = BTreeMap::new();
     let consumers = |t: Topic| -> &'static [&'static str] {
         match t {
@@ -273,20 +333,7 @@ async fn duplicates_have_no_effect() {
             }
         }
     }
-    // Each duplicate is dropped by each consumer, with one log line.
-    wait_until("every duplicate to be dropped", || async {
-        let now = ignored(&d);
-        let missing: Vec<String> = expected.iter()
-            .filter(|(n, e)| now[*n] < ignored_before[*n] + **e)
-            .map(|(n, e)| format!("{n}: {} of {e}", now[*n] - ignored_before[*n]))
-            .collect();
-        if missing.is_empty() { Ok(()) } else { Err(missing.join(", ")) }
-    }, || d.logs()).await;
-
-    let after = workload::distinct_events(&d).await;
-    assert_eq!(before, after, "a duplicate produced a new event");
-    d.stop_all().await;
-    workload::check_stores(&d, &orders);
+    expected
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

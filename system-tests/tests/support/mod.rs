@@ -131,6 +131,8 @@ impl ServiceProc {
             .args(&self.args)
             .env_remove("RUST_LOG")
             .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+            // Few rows in memory, so every test also runs rules on rows read back from the store.
+            .env("SAGA_RESIDENT_ROWS", "8")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
