@@ -13,10 +13,10 @@ use std::time::Duration;
 use saga_runtime::{Context, PersistentTable, Service, Table, TimerEvent};
 use serde::{Deserialize, Serialize};
 use shared_events::{
-    CancelReason, Envelope, Event, OrderCancellationRefused, OrderCancelled, OrderCompleted, OrderId,
-    RefusalReason, Topic,
+    CancelReason, Envelope, Event, EventId, OrderCancellationRefused, OrderCancelled, OrderCompleted,
+    OrderId, RefusalReason, Topic,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Where an order stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +52,10 @@ pub struct OrderRecord {
     pub shipment_cancelled: bool,
     /// Whether "compensated" was already logged for this order.
     pub compensated: bool,
+    /// The customer's cancellation request that cancelled the order: a redelivered copy,
+    /// however late, is not answered again (with a refusal that would contradict it).
+    #[serde(default)]
+    pub cancelled_by_request: Option<EventId>,
 }
 
 impl OrderRecord {
@@ -125,10 +129,18 @@ impl Orders {
         let event = &input.event;
         let order_id = event.order_id()?.clone();
         let mut rec = self.orders.get(order_id.as_str()).unwrap_or_default();
+        let request = matches!(event, Event::OrderCancellationRequested(_));
+        if request && rec.cancelled_by_request == Some(input.meta.event_id) {
+            debug!(order_id = %order_id, "cancellation request already granted");
+            return None;
+        }
         rec.created_at_ms.get_or_insert(input.meta.saga_started_at_ms);
         rec.partition.get_or_insert(ctx.partition);
         let before = rec.cancelled.map(|_| rec.awaiting());
         let emitted = step(&mut rec, &order_id, event);
+        if request && matches!(emitted, Some(Event::OrderCancelled(_))) {
+            rec.cancelled_by_request = Some(input.meta.event_id);
+        }
         self.save(order_id, rec, before);
         emitted
     }
@@ -457,6 +469,22 @@ mod tests {
         assert_eq!(rec.status(), OrderStatus::Completed);
         let (out, _) = check(&[created(), declined(), cancel_request()]);
         assert_eq!(out, [Topic::OrderCancelled, Topic::OrderCancellationRefused]);
+    }
+
+    #[test]
+    fn a_granted_cancellation_request_redelivered_late_is_not_answered_again() {
+        let mut orders = Orders::default();
+        let request = env(&cancel_request());
+        orders.apply(&env(&created()), &CTX);
+        let granted = orders.apply(&request, &CTX).map(|e| e.topic());
+        assert_eq!(granted, Some(Topic::OrderCancelled));
+        // The runtime's id window has forgotten it: the rules see the same request again.
+        assert_eq!(orders.apply(&request, &CTX), None);
+        // A second, distinct request is answered: the order is cancelled already.
+        let mut second = env(&cancel_request());
+        second.meta.event_id = EventId::for_order(Topic::OrderCancellationRequested, "a second request");
+        let refused = orders.apply(&second, &CTX).map(|e| e.topic());
+        assert_eq!(refused, Some(Topic::OrderCancellationRefused));
     }
 
     #[test]

@@ -80,9 +80,8 @@ pub async fn run<S: Service>(
     if config.unsafe_skip_fsync {
         warn!("UNSAFE: --unsafe-skip-fsync: events may be published before their effects are durable");
     }
-    let mut store = Store::open(&config.data_dir, config.cache_bytes)?;
+    let mut store = Store::open_with_dedup_window(&config.data_dir, config.cache_bytes, config.dedup_window)?;
     store.attach_tables(service.tables(), config.resident_rows);
-    store.limit_dedup_window(config.dedup_window)?;
     seed_if_new(&mut service, &mut store, &config).await?;
 
     let Some((client, partitions)) = connect(&config, &mut shutdown).await? else {
@@ -158,11 +157,12 @@ pub async fn run<S: Service>(
     });
 
     // 4. Batches until asked to stop. A commit's events may leave only once the commit is on
-    //    disk, but the loop does not wait for the disk: one flush runs in the background while
-    //    the next batches are processed and committed, and when it ends every commit made
-    //    before it started is handed to the publisher (group commit). A commit with nothing to
-    //    publish waits for no flush at all: until something leaves the process, losing it in a
-    //    crash only means deciding it again from the same inputs.
+    //    disk, but the loop does not await the disk: one flush runs in the background while the
+    //    next batches are fetched and decided, and when it ends every commit made before it
+    //    started is handed to the publisher (group commit). sled makes a commit wait while a
+    //    flush syncs its log, so what overlaps the sync is the deciding, not the writing. A
+    //    commit with nothing to publish starts no flush of its own: until something leaves the
+    //    process, losing it in a crash only means deciding it again from the same inputs.
     let mut durable = Durability::new(&store, config.unsafe_skip_fsync);
     let mut commits_with_output = 0u32;
     // Timers (deadlines) judge by the wall clock, so they wait until every input partition has

@@ -15,7 +15,7 @@
 //! one applied key per commit, not per event, because sled's cost is per key written: a
 //! thousand-event batch writes a handful of keys besides its state rows, and publishing it
 //! deletes one. Applied ids are also kept in memory, so checking one costs no read; only the
-//! latest commits' ids are kept, in memory and on disk ([`Store::limit_dedup_window`]), and
+//! latest commits' ids are kept, in memory and on disk ([`Store::open_with_dedup_window`]), and
 //! state rows are read on demand ([`Store::attach_tables`]), so neither memory nor the store
 //! grows with anything but the state itself.
 
@@ -127,6 +127,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`. `cache_bytes` bounds sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        Store::open_with_dedup_window(dir, cache_bytes, usize::MAX)
+    }
+
+    /// Opens the store remembering only about the latest `dedup_window` applied event ids
+    /// (whole commits: the oldest commit's ids go once the rest are `dedup_window` or more; the
+    /// newest commit's always stay). Older ones are deleted, and never loaded.
+    pub fn open_with_dedup_window(dir: &Path, cache_bytes: u64, dedup_window: usize) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -148,7 +155,6 @@ impl Store {
                 })
             }
         }
-        let mut applied = HashSet::new();
         let (mut applied_commits, mut applied_count) = (VecDeque::new(), 0);
         for row in db.scan_prefix(APPLIED) {
             let (key, ids) = row?;
@@ -158,7 +164,6 @@ impl Store {
                     reason: format!("{} bytes is not a whole number of event ids", ids.len()),
                 });
             }
-            applied.extend(ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok().map(EventId)));
             if let Some(seq) = seq_of(APPLIED, &key) {
                 applied_commits.push_back((seq, ids.len() / 16));
                 applied_count += ids.len() / 16;
@@ -173,17 +178,17 @@ impl Store {
                 next_seq = next_seq.max(seq_of(prefix, &key).map_or(0, |s| s + 1));
             }
         }
-        Ok(Store { db, next_seq, applied, applied_commits, applied_count, dedup_window: usize::MAX })
-    }
-
-    /// Remembers only about the latest `ids` applied event ids from now on (whole commits:
-    /// the oldest commit's ids go once the rest are `ids` or more), and forgets older ones now.
-    pub fn limit_dedup_window(&mut self, ids: usize) -> Result<(), StoreError> {
-        self.dedup_window = ids;
-        let mut batch = sled::Batch::default();
-        self.expire_applied(&mut batch)?;
-        self.db.apply_batch(batch)?;
-        Ok(())
+        let mut store =
+            Store { db, next_seq, applied: HashSet::new(), applied_commits, applied_count, dedup_window };
+        let mut expired = sled::Batch::default();
+        store.expire_applied(&mut expired)?;
+        store.db.apply_batch(expired)?;
+        for &(seq, _) in &store.applied_commits {
+            if let Some(ids) = store.db.get(seq_key(APPLIED, seq))? {
+                store.applied.extend(ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok().map(EventId)));
+            }
+        }
+        Ok(store)
     }
 
     /// Moves the oldest commits' ids out of the window: out of memory now, off disk with `batch`.
@@ -359,7 +364,9 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Covers every commit written before the call, whenever the future is first polled.
+    /// Covers every commit written before the returned future is first polled (so at least
+    /// every one written before this call). sled holds its log while it syncs: a commit made
+    /// meanwhile waits for the sync to end.
     pub fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let db = self.db.clone();
         async move {
@@ -492,7 +499,10 @@ mod tests {
             for n in 0..4 {
                 commit_ids(&mut store, n * 10..n * 10 + 10);
             }
-            store.limit_dedup_window(30).unwrap();
+            store.flush().await.unwrap();
+        }
+        {
+            let mut store = Store::open_with_dedup_window(dir.path(), 1 << 20, 30).unwrap();
             assert!(!store.is_applied(id(9)) && store.is_applied(id(10)), "whole commits go, oldest first");
             commit_ids(&mut store, 40..50);
             assert!(!store.is_applied(id(19)) && store.is_applied(id(20)) && store.is_applied(id(49)));
