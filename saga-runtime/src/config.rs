@@ -231,7 +231,10 @@ impl RuntimeArgs {
             seed: self.seed,
             max_batch: self.max_batch as usize,
             fetch_wait_ms: self.fetch_wait_ms,
-            cache_bytes: 16 << 20,
+            // Rows are read back on demand, so the cache only needs the hot pages (offsets, the
+            // outbox tail, recent rows). At 16 MiB sled's cache took ~20 MiB more RSS per
+            // service, and grew with history (BENCHMARKS.md).
+            cache_bytes: 4 << 20,
             resident_rows: self.resident_rows as usize,
             dedup_window: self.dedup_window as usize,
             max_backoff: Duration::from_secs(5),
