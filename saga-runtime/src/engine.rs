@@ -436,7 +436,7 @@ async fn publish(
                     info!(count = refs.len(), "published after broker outage");
                 }
                 debug!(count = refs.len(), "published");
-                store.remove_outbox(batches.into_iter().map(|b| b.key))?;
+                store.remove_outbox(batches.into_iter().flat_map(|b| b.keys))?;
                 return Ok(true);
             }
             Err(error) => {

@@ -7,14 +7,16 @@
 //! meta/seeded              → present once demo/seed data was written
 //! state/<table>/<row key>  → JSON row
 //! offset/<topic>/<part>    → next offset to read (i64, big-endian)
-//! outbox/<seq>             → JSON array: the records one commit emits, in publish order
-//! applied/<seq>            → the ids of the events one commit applied, 16 bytes each
+//! outbox/<seq><chunk>      → JSON array: records one commit emits, in publish order
+//! applied/<seq><chunk>     → ids of events one commit applied, 16 bytes each
 //! ```
 //!
-//! `<seq>` numbers commits (a big-endian u64, so keys sort in commit order). One outbox key and
-//! one applied key per commit, not per event, because sled's cost is per key written: a
-//! thousand-event batch writes a handful of keys besides its state rows, and publishing it
-//! deletes one. Applied ids are also kept in memory, so checking one costs no read; only the
+//! `<seq>` numbers commits (a big-endian u64, so keys sort in commit order) and `<chunk>` a
+//! commit's keys (a big-endian u16; format 2 had none). A few keys per commit, not one per
+//! event, because sled's cost is per key written; but each value stays under [`CHUNK_BYTES`],
+//! because sled 0.34 writes a log message bigger than a quarter of its 512 KiB segment to a
+//! file of its own that its flush does not fsync, and a leaf node holds up to 16 keys: small
+//! values keep every write in the log a flush makes durable. Applied ids are also kept in memory, so checking one costs no read; only the
 //! latest commits' ids are kept, in memory and on disk ([`Store::open_with_dedup_window`]), and
 //! state rows are read on demand ([`Store::attach_tables`]), so neither memory nor the store
 //! grows with anything but the state itself.
@@ -27,7 +29,9 @@ use shared_events::{EventId, Topic};
 
 use crate::state::{PersistentTable, RowChange, RowError, RowSource};
 
-const FORMAT: &[u8] = b"2";
+const FORMAT: &[u8] = b"3";
+/// One outbox key and one applied key per commit, however big (`outbox/<seq>`).
+const FORMAT_2: &[u8] = b"2";
 /// One outbox key per entry and one `applied/<event id>` key per applied event.
 const FORMAT_1: &[u8] = b"1";
 const META_FORMAT: &[u8] = b"meta/format";
@@ -36,6 +40,8 @@ const STATE: &str = "state/";
 const OFFSET: &str = "offset/";
 const OUTBOX: &[u8] = b"outbox/";
 const APPLIED: &[u8] = b"applied/";
+/// Largest outbox or applied-ids value (one record bigger than this goes alone).
+pub const CHUNK_BYTES: usize = 7 * 1024;
 
 /// Store failures. All are fatal: the in-memory state may no longer match the disk, so the
 /// service stops and a restart reloads from the last durable batch.
@@ -99,14 +105,14 @@ impl Commit {
     }
 }
 
-/// Key of one commit's outbox entries; pass back to [`OutboxCleaner::remove_outbox`] once
-/// they are published.
+/// Key of some of one commit's outbox entries; pass back to [`OutboxCleaner::remove_outbox`]
+/// once they are published.
 pub type OutboxKey = sled::IVec;
 
-/// The records one commit emits, under the key that deletes them once published.
+/// The records one commit emits, under the keys that delete them once published.
 #[derive(Debug, Clone)]
 pub struct OutboxBatch {
-    pub key: OutboxKey,
+    pub keys: Vec<OutboxKey>,
     pub entries: Vec<OutboxEntry>,
 }
 
@@ -147,6 +153,10 @@ impl Store {
                 db.insert(META_FORMAT, FORMAT)?;
             }
             Some(v) if v.as_ref() == FORMAT => {}
+            // Its keys are format-3 keys without a chunk number; they read the same.
+            Some(v) if v.as_ref() == FORMAT_2 => {
+                db.insert(META_FORMAT, FORMAT)?;
+            }
             Some(v) if v.as_ref() == FORMAT_1 => upgrade_from_1(&db)?,
             Some(v) => {
                 return Err(StoreError::Format {
@@ -165,7 +175,10 @@ impl Store {
                 });
             }
             if let Some(seq) = seq_of(APPLIED, &key) {
-                applied_commits.push_back((seq, ids.len() / 16));
+                match applied_commits.back_mut() {
+                    Some((last, count)) if *last == seq => *count += ids.len() / 16,
+                    _ => applied_commits.push_back((seq, ids.len() / 16)),
+                }
                 applied_count += ids.len() / 16;
             }
         }
@@ -184,7 +197,8 @@ impl Store {
         store.expire_applied(&mut expired)?;
         store.db.apply_batch(expired)?;
         for &(seq, _) in &store.applied_commits {
-            if let Some(ids) = store.db.get(seq_key(APPLIED, seq))? {
+            for row in store.db.scan_prefix(seq_key(APPLIED, seq)) {
+                let (_, ids) = row?;
                 store.applied.extend(ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok().map(EventId)));
             }
         }
@@ -196,13 +210,13 @@ impl Store {
         // The newest commit always stays, whatever its size.
         while self.applied_count > self.dedup_window && self.applied_commits.len() > 1 {
             let Some((seq, count)) = self.applied_commits.pop_front() else { break };
-            let key = seq_key(APPLIED, seq);
-            if let Some(ids) = self.db.get(&key)? {
+            for row in self.db.scan_prefix(seq_key(APPLIED, seq)) {
+                let (key, ids) = row?;
                 for id in ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok()) {
                     self.applied.remove(&EventId(id));
                 }
+                batch.remove(key);
             }
-            batch.remove(key);
             self.applied_count -= count;
         }
         Ok(())
@@ -262,17 +276,23 @@ impl Store {
 
     /// Everything still waiting to be published, oldest commit first.
     pub fn outbox(&self) -> Result<Vec<OutboxBatch>, StoreError> {
-        self.db
-            .scan_prefix(OUTBOX)
-            .map(|row| {
-                let (key, value) = row?;
-                let entries = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: e.to_string(),
-                })?;
-                Ok(OutboxBatch { key, entries })
-            })
-            .collect()
+        let mut out: Vec<(Option<u64>, OutboxBatch)> = Vec::new();
+        for row in self.db.scan_prefix(OUTBOX) {
+            let (key, value) = row?;
+            let entries: Vec<OutboxEntry> = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: e.to_string(),
+            })?;
+            let seq = seq_of(OUTBOX, &key);
+            match out.last_mut() {
+                Some((last, batch)) if seq.is_some() && *last == seq => {
+                    batch.keys.push(key);
+                    batch.entries.extend(entries);
+                }
+                _ => out.push((seq, OutboxBatch { keys: vec![key], entries })),
+            }
+        }
+        Ok(out.into_iter().map(|(_, b)| b).collect())
     }
 
     /// Writes a commit as one atomic batch (not yet durable: see [`Store::flush`]).
@@ -293,7 +313,9 @@ impl Store {
         }
         if !commit.applied.is_empty() {
             let ids: Vec<u8> = commit.applied.iter().flat_map(|id| *id.0.as_bytes()).collect();
-            batch.insert(seq_key(APPLIED, seq), ids);
+            for (chunk, ids) in ids.chunks(CHUNK_BYTES / 16 * 16).enumerate() {
+                batch.insert(chunk_key(APPLIED, seq, chunk)?, ids);
+            }
             self.applied_commits.push_back((seq, commit.applied.len()));
             self.applied_count += commit.applied.len();
             self.expire_applied(&mut batch)?;
@@ -304,13 +326,13 @@ impl Store {
         let written = if commit.outbox.is_empty() {
             None
         } else {
-            let key = OutboxKey::from(seq_key(OUTBOX, seq));
-            let value = serde_json::to_vec(&commit.outbox).map_err(|e| StoreError::Corrupt {
-                key: "outbox".into(),
-                reason: e.to_string(),
-            })?;
-            batch.insert(key.clone(), value);
-            Some(OutboxBatch { key, entries: commit.outbox })
+            let mut keys = Vec::new();
+            for (chunk, value) in json_chunks(&commit.outbox)?.into_iter().enumerate() {
+                let key = OutboxKey::from(chunk_key(OUTBOX, seq, chunk)?);
+                batch.insert(key.clone(), value);
+                keys.push(key);
+            }
+            Some(OutboxBatch { keys, entries: commit.outbox })
         };
         self.db.apply_batch(batch)?;
         self.applied.extend(commit.applied);
@@ -415,8 +437,8 @@ fn upgrade_from_1(db: &sled::Db) -> Result<(), StoreError> {
         ids.extend_from_slice(id);
         batch.remove(key);
     }
-    if !ids.is_empty() {
-        batch.insert(seq_key(APPLIED, next_seq), ids);
+    for (chunk, ids) in ids.chunks(CHUNK_BYTES / 16 * 16).enumerate() {
+        batch.insert(chunk_key(APPLIED, next_seq, chunk)?, ids);
     }
     batch.insert(META_FORMAT, FORMAT);
     db.apply_batch(batch)?;
@@ -430,9 +452,39 @@ fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
     key
 }
 
+fn chunk_key(prefix: &[u8], seq: u64, chunk: usize) -> Result<Vec<u8>, StoreError> {
+    let chunk = u16::try_from(chunk)
+        .map_err(|_| StoreError::Corrupt { key: "outbox".into(), reason: format!("{chunk} chunks in one commit") })?;
+    let mut key = seq_key(prefix, seq);
+    key.extend_from_slice(&chunk.to_be_bytes());
+    Ok(key)
+}
+
+/// The commit number of a `<prefix><seq>` (format 2) or `<prefix><seq><chunk>` key.
 fn seq_of(prefix: &[u8], key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(prefix.len()..)?.try_into().ok()?;
+    let bytes: [u8; 8] = key.get(prefix.len()..prefix.len() + 8)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
+}
+
+/// `entries` as JSON arrays of at most [`CHUNK_BYTES`] each (or one entry, if bigger), in order.
+fn json_chunks<T: Serialize>(entries: &[T]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut chunks = Vec::new();
+    let mut current = vec![b'['];
+    for entry in entries {
+        let json = serde_json::to_vec(entry)
+            .map_err(|e| StoreError::Corrupt { key: "outbox".into(), reason: e.to_string() })?;
+        if current.len() > 1 && current.len() + json.len() + 1 > CHUNK_BYTES {
+            current.push(b']');
+            chunks.push(std::mem::replace(&mut current, vec![b'[']));
+        }
+        if current.len() > 1 {
+            current.push(b',');
+        }
+        current.extend_from_slice(&json);
+    }
+    current.push(b']');
+    chunks.push(current);
+    Ok(chunks)
 }
 
 #[cfg(test)]
@@ -469,7 +521,7 @@ mod tests {
             let pending = Commit { outbox: vec![entry("PaymentFailed"), entry("PaymentRefunded")], ..Commit::default() };
             store.commit(pending).unwrap().unwrap();
             store.flush().await.unwrap();
-            store.outbox_cleaner().remove_outbox([published.key]).unwrap();
+            store.outbox_cleaner().remove_outbox(published.keys).unwrap();
             store.flush().await.unwrap();
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
@@ -564,6 +616,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn big_commits_are_written_in_small_values_and_format_2_stores_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_ids = [EventId::for_order(Topic::OrderCreated, "old-1"), EventId::for_order(Topic::OrderCreated, "old-2")];
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(META_FORMAT, FORMAT_2).unwrap();
+            db.insert(seq_key(OUTBOX, 5), serde_json::to_vec(&[entry("Old1"), entry("Old2")]).unwrap()).unwrap();
+            db.insert(seq_key(APPLIED, 5), old_ids.iter().flat_map(|id| *id.0.as_bytes()).collect::<Vec<u8>>()).unwrap();
+            db.flush().unwrap();
+        }
+        let topics: Vec<String> = (0..3000).map(|i| format!("T{i:04}")).collect();
+        let ids: Vec<EventId> = (0..1000).map(|i| EventId::for_order(Topic::OrderCreated, &format!("o-{i}"))).collect();
+        {
+            let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+            assert!(old_ids.iter().all(|id| store.is_applied(*id)));
+            let outbox = topics.iter().map(|t| entry(t)).collect();
+            store.commit(Commit { applied: ids.clone(), outbox, ..Commit::default() }).unwrap();
+            store.flush().await.unwrap();
+            let values: Vec<usize> = store.db.iter().values().map(|v| v.unwrap().len()).collect();
+            assert!(values.iter().all(|len| *len <= CHUNK_BYTES), "a value over {CHUNK_BYTES} bytes: {values:?}");
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.db.get(META_FORMAT).unwrap().unwrap().as_ref(), FORMAT);
+        assert!(ids.iter().chain(&old_ids).all(|id| store.is_applied(*id)));
+        let outbox = store.outbox().unwrap();
+        assert_eq!(outbox.len(), 2, "one batch per commit");
+        assert_eq!(outbox[0].entries, [entry("Old1"), entry("Old2")]);
+        let read: Vec<&str> = outbox[1].entries.iter().map(|e| e.topic.as_str()).collect();
+        assert_eq!(read, topics, "in publish order");
+        assert!(outbox[1].keys.len() > 10);
+        store.outbox_cleaner().remove_outbox(outbox[1].keys.clone()).unwrap();
+        assert_eq!(store.outbox().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn commit_numbers_continue_after_the_outbox_is_emptied() {
         // The last commit's outbox key is gone once published; its applied key is not. A
         // reused number would overwrite the applied ids of an earlier commit.
@@ -573,7 +660,7 @@ mod tests {
             let mut store = Store::open(dir.path(), 1 << 20).unwrap();
             let commit = Commit { applied: vec![first], outbox: vec![entry("A")], ..Commit::default() };
             let written = store.commit(commit).unwrap().unwrap();
-            store.outbox_cleaner().remove_outbox([written.key]).unwrap();
+            store.outbox_cleaner().remove_outbox(written.keys).unwrap();
             store.flush().await.unwrap();
         }
         {
