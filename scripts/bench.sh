@@ -12,6 +12,11 @@ cd "$repo"
 cargo build --release --quiet --workspace
 export KAFKA_PORT=${BENCH_KAFKA_PORT:-19192}
 export KAFKA_HOME=$repo/target/bench-kafka
+# Two runs on one port would share (and reset) one broker and corrupt each other's figures.
+if (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; then
+  echo "bench.sh: port $KAFKA_PORT is in use (another bench running?); set BENCH_KAFKA_PORT" >&2
+  exit 1
+fi
 scripts/kafka.sh reset >/dev/null 2>&1 || true
 scripts/kafka.sh start
 trap 'scripts/kafka.sh stop; [ -n "${KEEP_BENCH_LOGS:-}" ] || rm -rf "$repo/target/bench"' EXIT

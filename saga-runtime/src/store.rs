@@ -42,6 +42,7 @@ const OUTBOX: &[u8] = b"outbox/";
 const APPLIED: &[u8] = b"applied/";
 /// Largest outbox or applied-ids value (one record bigger than this goes alone).
 pub const CHUNK_BYTES: usize = 7 * 1024;
+const APPLIED_PER_CHUNK: usize = CHUNK_BYTES / 16;
 
 /// Store failures. All are fatal: the in-memory state may no longer match the disk, so the
 /// service stops and a restart reloads from the last durable batch.
@@ -196,9 +197,13 @@ impl Store {
         let mut expired = sled::Batch::default();
         store.expire_applied(&mut expired)?;
         store.db.apply_batch(expired)?;
-        for &(seq, _) in &store.applied_commits {
-            for row in store.db.scan_prefix(seq_key(APPLIED, seq)) {
-                let (_, ids) = row?;
+        // One pass over the kept commits' keys (they sort together, from the oldest kept).
+        if let Some(&(first, _)) = store.applied_commits.front() {
+            for row in store.db.range(seq_key(APPLIED, first)..) {
+                let (key, ids) = row?;
+                if !key.starts_with(APPLIED) {
+                    break;
+                }
                 store.applied.extend(ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok().map(EventId)));
             }
         }
@@ -210,12 +215,18 @@ impl Store {
         // The newest commit always stays, whatever its size.
         while self.applied_count > self.dedup_window && self.applied_commits.len() > 1 {
             let Some((seq, count)) = self.applied_commits.pop_front() else { break };
-            for row in self.db.scan_prefix(seq_key(APPLIED, seq)) {
-                let (key, ids) = row?;
-                for id in ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok()) {
-                    self.applied.remove(&EventId(id));
+            // Point reads of the keys the commit wrote (and the format-2 key), not a prefix
+            // scan: this runs on every commit once the window is full.
+            let chunks = count.div_ceil(APPLIED_PER_CHUNK);
+            let keys = std::iter::once(seq_key(APPLIED, seq))
+                .chain((0..chunks).map(|chunk| chunk_key(APPLIED, seq, chunk)).filter_map(Result::ok));
+            for key in keys {
+                if let Some(ids) = self.db.get(&key)? {
+                    for id in ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok()) {
+                        self.applied.remove(&EventId(id));
+                    }
+                    batch.remove(key);
                 }
-                batch.remove(key);
             }
             self.applied_count -= count;
         }
@@ -313,7 +324,7 @@ impl Store {
         }
         if !commit.applied.is_empty() {
             let ids: Vec<u8> = commit.applied.iter().flat_map(|id| *id.0.as_bytes()).collect();
-            for (chunk, ids) in ids.chunks(CHUNK_BYTES / 16 * 16).enumerate() {
+            for (chunk, ids) in ids.chunks(APPLIED_PER_CHUNK * 16).enumerate() {
                 batch.insert(chunk_key(APPLIED, seq, chunk)?, ids);
             }
             self.applied_commits.push_back((seq, commit.applied.len()));
@@ -437,7 +448,7 @@ fn upgrade_from_1(db: &sled::Db) -> Result<(), StoreError> {
         ids.extend_from_slice(id);
         batch.remove(key);
     }
-    for (chunk, ids) in ids.chunks(CHUNK_BYTES / 16 * 16).enumerate() {
+    for (chunk, ids) in ids.chunks(APPLIED_PER_CHUNK * 16).enumerate() {
         batch.insert(chunk_key(APPLIED, next_seq, chunk)?, ids);
     }
     batch.insert(META_FORMAT, FORMAT);
