@@ -108,7 +108,8 @@ impl<V: Clone + DeserializeOwned> Table<V> {
     }
 
     /// Visits every row, in memory or stored (in no particular order). With a source this reads
-    /// the whole table: for start-up and tests, not for every event.
+    /// the whole table: for start-up and tests, not for every event. `visit` must not read this
+    /// table (the rows in memory are borrowed meanwhile).
     pub fn for_each(&self, mut visit: impl FnMut(&str, &V)) {
         let rows = self.rows.borrow();
         for (key, row) in rows.iter() {

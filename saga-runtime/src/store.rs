@@ -16,10 +16,12 @@
 //! event, because sled's cost is per key written; but each value stays under [`CHUNK_BYTES`],
 //! because sled 0.34 writes a log message bigger than a quarter of its 512 KiB segment to a
 //! file of its own that its flush does not fsync, and a leaf node holds up to 16 keys: small
-//! values keep every write in the log a flush makes durable. Applied ids are also kept in memory, so checking one costs no read; only the
-//! latest commits' ids are kept, in memory and on disk ([`Store::open_with_dedup_window`]), and
-//! state rows are read on demand ([`Store::attach_tables`]), so neither memory nor the store
-//! grows with anything but the state itself.
+//! values keep every write in the log a flush makes durable.
+//!
+//! Applied ids are also kept in memory, so checking one costs no read; only the latest
+//! commits' ids are kept, in memory and on disk ([`Store::open_with_dedup_window`]), and state
+//! rows are read on demand ([`Store::attach_tables`]), so neither memory nor the store grows
+//! with anything but the state itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -352,8 +354,7 @@ impl Store {
 
     /// Makes every committed batch durable. Nothing leaves the process before this returns.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.flusher().flush().await
     }
 
     /// A handle that flushes from another task while this one keeps committing.
