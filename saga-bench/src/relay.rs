@@ -2,8 +2,12 @@
 //! business logic and no local store. What Kafka and the client allow on this machine.
 
 use anyhow::{Context, Result};
+use std::collections::HashMap;
+
+use rskafka::client::broker::FetchPartition;
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
-use saga_runtime::kafka::{chunks_by_size, FETCH_MAX_BYTES, PRODUCE_MAX_BYTES};
+use rskafka::record::Record;
+use saga_runtime::kafka::{chunks_by_size, FETCH_MAX_BYTES, FETCH_RESPONSE_MAX_BYTES, PRODUCE_MAX_BYTES};
 use shared_events::Event;
 
 use crate::load::{self, Outgoing};
@@ -21,27 +25,64 @@ pub async fn run(args: &Args) -> Result<RunResult> {
     for t in &topics {
         controller.create_topic(t, args.partitions, 1, 10_000).await.with_context(|| format!("create {t}"))?;
     }
-    // Each relay is its own client, like a service, relaying partition to partition.
+    // Each relay is its own client, like a service, relaying partition to partition with the
+    // services' requests: one fetch for all the partitions a broker leads, one produce for
+    // all those a batch goes to, and the same sizes.
     let mut relays = tokio::task::JoinSet::new();
     for hop in 0..HOPS {
         let client = load::client(args).await?;
+        let leaders = client.partition_leaders(topics.clone()).await?;
+        let leader = |topic: &String, p: i32| {
+            leaders.get(&(topic.clone(), p)).copied().with_context(|| format!("no leader for {topic}/{p}"))
+        };
+        let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
         for p in 0..args.partitions {
-            let from = client.partition_client(&topics[hop], p, UnknownTopicHandling::Retry).await?;
-            let to = client.partition_client(&topics[hop + 1], p, UnknownTopicHandling::Retry).await?;
+            by_leader.entry(leader(&topics[hop], p)?).or_default().push(p);
+        }
+        for (from_leader, partitions) in by_leader {
+            let from = client.broker_client(from_leader);
+            let mut to: HashMap<i32, (i32, rskafka::client::broker::BrokerClient)> = HashMap::new();
+            let mut next = Vec::new();
+            for &p in &partitions {
+                let to_leader = leader(&topics[hop + 1], p)?;
+                to.insert(p, (to_leader, client.broker_client(to_leader)));
+                let pc = client.partition_client(&topics[hop], p, UnknownTopicHandling::Retry).await?;
+                next.push(FetchPartition { topic: topics[hop].clone(), partition: p, offset: pc.get_offset(OffsetAt::Earliest).await? });
+            }
+            let to_topic = topics[hop + 1].clone();
             let wait = args.fetch_wait_ms;
             relays.spawn(async move {
-                let mut next = from.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+                let mut first = 0;
                 loop {
-                    // The same fetch and produce sizes as the services.
-                    let Ok((records, _)) = from.fetch_records(next, 1..FETCH_MAX_BYTES, wait).await else { continue };
-                    let from = next;
-                    let batch: Vec<_> = records.into_iter().filter(|r| r.offset >= from).map(|r| {
-                        next = next.max(r.offset + 1);
-                        r.record
-                    }).collect();
-                    for chunk in chunks_by_size(batch, PRODUCE_MAX_BYTES) {
+                    first = (first + 1) % next.len();
+                    let mut request = next[first..].to_vec();
+                    request.extend_from_slice(&next[..first]);
+                    let Ok(answers) = from.fetch(&request, 1, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, wait).await else {
+                        continue;
+                    };
+                    // Round r carries every partition's r-th chunk, as the services' publisher does.
+                    let mut rounds: Vec<HashMap<i32, Vec<(String, i32, Vec<Record>)>>> = Vec::new();
+                    for answer in answers {
+                        let Ok((records, _)) = answer.result else { continue };
+                        let Some(cursor) = next.iter_mut().find(|c| c.partition == answer.partition) else { continue };
+                        let from = cursor.offset;
+                        let batch: Vec<Record> = records.into_iter().filter(|r| r.offset >= from).map(|r| {
+                            cursor.offset = cursor.offset.max(r.offset + 1);
+                            r.record
+                        }).collect();
+                        if let Some((to_leader, _)) = to.get(&answer.partition) {
+                            for (r, chunk) in chunks_by_size(batch, PRODUCE_MAX_BYTES).into_iter().enumerate() {
+                                if rounds.len() <= r {
+                                    rounds.push(HashMap::new());
+                                }
+                                rounds[r].entry(*to_leader).or_default().push((to_topic.clone(), answer.partition, chunk));
+                            }
+                        }
+                    }
+                    for (to_leader, batch) in rounds.into_iter().flatten() {
+                        let Some((_, producer)) = to.values().find(|(l, _)| *l == to_leader) else { continue };
                         // A lost record would stall the run until its timeout: retry.
-                        while to.produce(chunk.clone(), Compression::NoCompression).await.is_err() {
+                        while !matches!(producer.produce(batch.clone(), Compression::NoCompression).await, Ok(ps) if ps.iter().all(|p| p.result.is_ok())) {
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         }
                     }

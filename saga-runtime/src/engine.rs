@@ -106,21 +106,13 @@ pub async fn run<S: Service>(
     }
     let offsets = store.offsets()?;
     let (tx, mut rx) = mpsc::channel::<Fetched>(16);
+    let inputs = S::CONSUMES
+        .iter()
+        .flat_map(|&topic| owned.iter().map(move |&partition| (topic, partition)))
+        .map(|(topic, partition)| kafka::Input::new(topic, partition, offsets.get(&(topic, partition)).copied()))
+        .collect();
     let mut fetchers = JoinSet::new();
-    for &topic in S::CONSUMES {
-        for &partition in &owned {
-            let from = offsets.get(&(topic, partition)).copied();
-            fetchers.spawn(kafka::fetch_partition(
-                Arc::clone(&client),
-                config.clone(),
-                topic,
-                partition,
-                from,
-                tx.clone(),
-            ));
-        }
-    }
-    drop(tx);
+    fetchers.spawn(kafka::fetch_inputs(Arc::clone(&client), config.clone(), inputs, tx));
     info!(
         consumes = ?S::CONSUMES.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         partitions = ?owned,
@@ -139,7 +131,7 @@ pub async fn run<S: Service>(
     let mut publisher_task = tokio::spawn(async move {
         let mut abandoned = abandoned;
         while let Some(first) = publish_queue.recv().await {
-            // Everything already queued goes out in the same round: one request per partition
+            // Everything already queued goes out in the same round: one request per broker
             // for many batches, instead of one round trip per batch.
             let mut batches = vec![first];
             while let Ok(more) = publish_queue.try_recv() {
@@ -168,7 +160,7 @@ pub async fn run<S: Service>(
     // Timers (deadlines) judge by the wall clock, so they wait until every input partition has
     // been read up to where it stood at start: after downtime, an order that succeeded
     // meanwhile must be seen to succeed before its deadline is judged.
-    let inputs = fetchers.len();
+    let inputs = S::CONSUMES.len() * owned.len();
     let mut caught_up = 0usize;
     let mut timer = tokio::time::interval(Duration::from_secs(1));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

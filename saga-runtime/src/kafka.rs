@@ -1,8 +1,11 @@
-//! The Kafka edge: connecting, creating topics, one fetch task per input partition, and
-//! publishing outbox entries. rskafka has no consumer groups; positions live in our store.
+//! The Kafka edge: connecting, creating topics, fetching every input partition, and publishing
+//! outbox entries. rskafka has no consumer groups; positions live in our store.
 //!
-//! Every fetcher and every producer partition has its own connection (an rskafka
-//! `PartitionClient` each), so a long-polling fetch never delays a publish.
+//! Like Kafka's own clients, a service makes one fetch request per broker for all the input
+//! partitions that broker leads, and one produce request per broker for all the partitions a
+//! batch goes to (rskafka's `PartitionClient` does one partition per request; the vendored
+//! copy adds `BrokerClient`). Fetching and publishing use separate connections, so a
+//! long-polling fetch never delays a publish.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +13,8 @@ use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::client::broker::{BrokerClient, FetchPartition};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::{Record, RecordAndOffset};
 use rskafka::BackoffConfig;
@@ -171,133 +175,260 @@ pub async fn ensure_topics(client: &Client, config: &RuntimeConfig) -> Result<i3
     Ok(first as i32)
 }
 
-/// Fetches one partition forever from `offset`, sending non-empty batches to `tx`.
+/// One input partition, and where reading it goes on.
+#[derive(Debug)]
+pub struct Input {
+    pub topic: Topic,
+    pub partition: i32,
+    /// The next offset to read; `None` starts at the earliest record Kafka still has.
+    pub offset: Option<i64>,
+    /// Whether [`Fetched::caught_up`] was sent for it.
+    announced_caught_up: bool,
+}
+
+impl Input {
+    pub fn new(topic: Topic, partition: i32, offset: Option<i64>) -> Self {
+        Input { topic, partition, offset, announced_caught_up: false }
+    }
+}
+
+/// Fetches every input partition forever, sending non-empty batches to `tx`: one request
+/// per leader broker covering all the partitions it leads (see [`fetch_from_leader`]).
+/// Partitions whose leader moves are looked up again. Returns when `tx` is closed.
+pub async fn fetch_inputs(client: Arc<Client>, config: RuntimeConfig, inputs: Vec<Input>, tx: mpsc::Sender<Fetched>) {
+    let mut unassigned = inputs;
+    let mut leaders_tasks = tokio::task::JoinSet::new();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if !unassigned.is_empty() {
+            let names: Vec<String> = Topic::ALL.iter().map(|t| topic_name(&config.topic_prefix, *t)).collect();
+            let asked = bounded("look up partition leaders", Duration::ZERO, client.partition_leaders(names)).await;
+            match asked {
+                Ok(leaders) => {
+                    let mut by_leader: HashMap<i32, Vec<Input>> = HashMap::new();
+                    let mut leaderless = Vec::new();
+                    for input in unassigned.drain(..) {
+                        match leaders.get(&(topic_name(&config.topic_prefix, input.topic), input.partition)) {
+                            Some(&leader) => by_leader.entry(leader).or_default().push(input),
+                            None => leaderless.push(input),
+                        }
+                    }
+                    for (leader, inputs) in by_leader {
+                        debug!(leader, partitions = inputs.len(), "fetching from partition leader");
+                        leaders_tasks.spawn(fetch_from_leader(Arc::clone(&client), config.clone(), leader, inputs, tx.clone()));
+                    }
+                    if !leaderless.is_empty() {
+                        warn!(partitions = leaderless.len(), "some input partitions have no leader yet; retrying");
+                    }
+                    unassigned = leaderless;
+                }
+                Err(error) => warn!(%error, "cannot look up partition leaders; retrying"),
+            }
+        }
+        let retry = tokio::time::sleep(delay);
+        tokio::select! {
+            ended = leaders_tasks.join_next(), if !leaders_tasks.is_empty() => match ended {
+                // Leadership moved: look the partitions up again.
+                Some(Ok(Some(inputs))) => unassigned.extend(inputs),
+                // The loop stopped (or the task panicked, which a restart cannot fix).
+                Some(Ok(None)) | Some(Err(_)) | None => return,
+            },
+            () = retry, if !unassigned.is_empty() => delay = (delay * 2).min(config.max_backoff),
+            () = tx.closed() => return,
+        }
+    }
+}
+
+/// Most bytes one fetch response carries, over all its partitions.
+pub const FETCH_RESPONSE_MAX_BYTES: i32 = 512 * 1024;
+
+/// Fetches the partitions one broker leads, with one long-polling request for all of them.
 /// Rides out broker outages with capped exponential backoff and one log line per outage.
-pub async fn fetch_partition(
+/// Returns the inputs (with their offsets) if that broker no longer leads one of them, and
+/// `None` once `tx` is closed.
+async fn fetch_from_leader(
     client: Arc<Client>,
     config: RuntimeConfig,
-    topic: Topic,
-    partition: i32,
-    mut offset: Option<i64>,
+    leader: i32,
+    mut inputs: Vec<Input>,
     tx: mpsc::Sender<Fetched>,
-) {
-    let name = topic_name(&config.topic_prefix, topic);
+) -> Option<Vec<Input>> {
+    let broker = client.broker_client(leader);
+    let names: Vec<String> = inputs.iter().map(|i| topic_name(&config.topic_prefix, i.topic)).collect();
+    let long_poll = Duration::from_millis(config.fetch_wait_ms.max(0) as u64);
     let mut delay = Duration::from_millis(100);
     let mut failing = false;
-    let mut announced_caught_up = false;
-    let mut partition_client: Option<PartitionClient> = None;
+    // The broker fills a response in the order partitions are asked for: start each request
+    // one partition further, so a busy partition cannot starve the ones after it.
+    let mut first = 0;
     loop {
-        let result = fetch_once(&client, &mut partition_client, &name, partition, &mut offset, config.fetch_wait_ms).await;
-        match result {
-            Ok((mut records, high_watermark)) => {
+        let mut outcome = Ok(());
+        for (input, name) in inputs.iter_mut().zip(&names) {
+            if input.offset.is_none() {
+                match earliest_offset(&client, name, input.partition).await {
+                    Ok(offset) => input.offset = Some(offset),
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut moved = false;
+        if outcome.is_ok() {
+            first = (first + 1) % inputs.len().max(1);
+            let request: Vec<FetchPartition> = (0..inputs.len())
+                .map(|k| (first + k) % inputs.len())
+                .map(|k| FetchPartition {
+                    topic: names[k].clone(),
+                    partition: inputs[k].partition,
+                    offset: inputs[k].offset.unwrap_or(0),
+                })
+                .collect();
+            let fetch = broker.fetch(&request, 1, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, config.fetch_wait_ms);
+            match bounded("fetch", long_poll, fetch).await {
+                Err(e) => outcome = Err(e),
+                Ok(answers) => {
+                    for answer in answers {
+                        let Some(k) = (0..inputs.len()).find(|&k| names[k] == answer.topic && inputs[k].partition == answer.partition) else {
+                            continue;
+                        };
+                        let input = &mut inputs[k];
+                        match answer.result {
+                            Ok((records, high_watermark)) => {
+                                if let Some(fetched) = take_fetched(input, records, high_watermark) {
+                                    if tx.send(fetched).await.is_err() {
+                                        return None; // the loop stopped
+                                    }
+                                }
+                            }
+                            Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. }) => {
+                                warn!(topic = %names[k], partition = input.partition, offset = input.offset, "stored offset is out of range (retention?); resuming from the earliest record");
+                                input.offset = None;
+                            }
+                            Err(KafkaError::ServerError {
+                                protocol_error:
+                                    ProtocolError::NotLeaderOrFollower
+                                    | ProtocolError::LeaderNotAvailable
+                                    | ProtocolError::UnknownTopicOrPartition
+                                    | ProtocolError::FencedLeaderEpoch
+                                    | ProtocolError::UnknownLeaderEpoch,
+                                ..
+                            }) => moved = true,
+                            Err(source) => {
+                                outcome = Err(KafkaEdgeError::Fetch { topic: names[k].clone(), partition: input.partition, source });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        match outcome {
+            Ok(()) if moved => {
+                info!(leader, "a partition's leader moved; looking leaders up again");
+                // Metadata may lag the move: do not spin on it.
+                tokio::time::sleep(delay).await;
+                return Some(inputs);
+            }
+            Ok(()) => {
                 if failing {
-                    info!(topic = %name, partition, "fetching again after broker outage");
+                    info!(leader, "fetching again after broker outage");
                     failing = false;
                 }
                 delay = Duration::from_millis(100);
-                records.retain(|r| offset.is_none_or(|o| r.offset >= o));
-                records.sort_by_key(|r| r.offset);
-                if let Some(last) = records.last() {
-                    offset = Some(last.offset + 1);
-                }
-                let caught_up = !announced_caught_up && offset.is_some_and(|o| o >= high_watermark);
-                announced_caught_up |= caught_up;
-                if (!records.is_empty() || caught_up) && tx.send(Fetched { topic, partition, records, caught_up }).await.is_err() {
-                    return; // the loop stopped
-                }
-            }
-            Err(KafkaEdgeError::Fetch {
-                source: KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. },
-                ..
-            }) => {
-                warn!(topic = %name, partition, offset, "stored offset is out of range (retention?); resuming from the earliest record");
-                offset = None;
             }
             Err(error) => {
                 if !failing {
-                    warn!(topic = %name, partition, %error, "fetch failed; retrying with backoff");
+                    warn!(leader, %error, "fetch failed; retrying with backoff");
                     failing = true;
                 } else {
-                    debug!(topic = %name, partition, %error, "fetch still failing");
+                    debug!(leader, %error, "fetch still failing");
                 }
-                partition_client = None;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(config.max_backoff);
+                if moved {
+                    return Some(inputs);
+                }
             }
         }
     }
 }
 
-async fn fetch_once(
-    client: &Client,
-    slot: &mut Option<PartitionClient>,
-    name: &str,
-    partition: i32,
-    offset: &mut Option<i64>,
-    wait_ms: i32,
-) -> Result<(Vec<RecordAndOffset>, i64), KafkaEdgeError> {
-    let err = |source| KafkaEdgeError::Fetch { topic: name.to_owned(), partition, source };
-    let pc = match slot {
-        Some(pc) => pc,
-        None => {
-            let pc = bounded("connect to partition leader", Duration::ZERO, async {
-                client.partition_client(name, partition, UnknownTopicHandling::Retry).await.map_err(err)
-            })
-            .await?;
-            slot.insert(pc)
-        }
-    };
-    let from = match *offset {
-        Some(o) => o,
-        None => {
-            bounded("earliest offset", Duration::ZERO, async { pc.get_offset(OffsetAt::Earliest).await.map_err(err) })
-                .await?
-        }
-    };
-    *offset = Some(from);
-    let long_poll = Duration::from_millis(wait_ms.max(0) as u64);
-    // FETCH_MAX_BYTES per fetch and a short queue (engine.rs) bound what is prefetched, and so the RSS.
-    bounded("fetch", long_poll, async { pc.fetch_records(from, 1..FETCH_MAX_BYTES, wait_ms).await.map_err(err) }).await
+/// What one fetch of `input` brought that the loop has not seen, advancing the input past it;
+/// `None` if there is nothing to send.
+fn take_fetched(input: &mut Input, mut records: Vec<RecordAndOffset>, high_watermark: i64) -> Option<Fetched> {
+    records.retain(|r| input.offset.is_none_or(|o| r.offset >= o));
+    records.sort_by_key(|r| r.offset);
+    if let Some(last) = records.last() {
+        input.offset = Some(last.offset + 1);
+    }
+    let caught_up = !input.announced_caught_up && input.offset.is_some_and(|o| o >= high_watermark);
+    input.announced_caught_up |= caught_up;
+    (!records.is_empty() || caught_up).then_some(Fetched { topic: input.topic, partition: input.partition, records, caught_up })
 }
 
-/// Publishes outbox entries, keeping one producing connection per (topic, partition).
+/// The earliest offset Kafka still has for a partition (a one-off, on its own connection).
+async fn earliest_offset(client: &Client, name: &str, partition: i32) -> Result<i64, KafkaEdgeError> {
+    let err = |source| KafkaEdgeError::Fetch { topic: name.to_owned(), partition, source };
+    bounded("earliest offset", Duration::ZERO, async {
+        let pc = client.partition_client(name, partition, UnknownTopicHandling::Retry).await.map_err(err)?;
+        pc.get_offset(OffsetAt::Earliest).await.map_err(err)
+    })
+    .await
+}
+
+/// Publishes outbox entries: one produce request per leader broker for all the partitions a
+/// batch touches, on a connection of its own (a long-polling fetch never delays a publish).
 pub struct Publisher {
     client: Arc<Client>,
     prefix: String,
-    partitions: HashMap<(String, i32), Arc<PartitionClient>>,
+    leaders: HashMap<(String, i32), i32>,
+    brokers: HashMap<i32, Arc<BrokerClient>>,
 }
 
 impl Publisher {
     pub fn new(client: Arc<Client>, prefix: String) -> Self {
-        Publisher { client, prefix, partitions: HashMap::new() }
+        Publisher { client, prefix, leaders: HashMap::new(), brokers: HashMap::new() }
     }
 
-    async fn partition(&mut self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, KafkaEdgeError> {
-        let key = (topic.to_owned(), partition);
-        if let Some(pc) = self.partitions.get(&key) {
-            return Ok(Arc::clone(pc));
+    /// The leader of a (full-named) topic's partition, looked up once per publisher life.
+    async fn leader(&mut self, name: &str, partition: i32) -> Result<i32, KafkaEdgeError> {
+        if let Some(&leader) = self.leaders.get(&(name.to_owned(), partition)) {
+            return Ok(leader);
         }
-        let name = format!("{}{topic}", self.prefix);
-        let pc = bounded("connect to partition leader", Duration::ZERO, async {
-            self.client
-                .partition_client(&name, partition, UnknownTopicHandling::Retry)
-                .await
-                .map_err(|source| KafkaEdgeError::Publish { topic: name, partition, source })
+        let names: Vec<String> = Topic::ALL.iter().map(|t| topic_name(&self.prefix, *t)).collect();
+        self.leaders = bounded("look up partition leaders", Duration::ZERO, self.client.partition_leaders(names)).await?;
+        self.leaders.get(&(name.to_owned(), partition)).copied().ok_or_else(|| KafkaEdgeError::Publish {
+            topic: name.to_owned(),
+            partition,
+            source: KafkaError::ServerError {
+                protocol_error: ProtocolError::LeaderNotAvailable,
+                error_message: None,
+                request: rskafka::client::error::RequestContext::Partition(name.to_owned(), partition),
+                response: None,
+                is_virtual: true,
+            },
         })
-        .await?;
-        let pc = Arc::new(pc);
-        self.partitions.insert(key, Arc::clone(&pc));
-        Ok(pc)
     }
 
-    /// Publishes entries; each (topic, partition) keeps their order, partitions go in parallel.
+    /// Publishes entries; each (topic, partition) keeps their order. On an error some may be
+    /// published already: publishing them again is safe, as consumers drop what they applied.
     pub async fn publish(&mut self, entries: &[&OutboxEntry]) -> Result<(), KafkaEdgeError> {
+        let result = self.try_publish(entries).await;
+        if result.is_err() {
+            // A connection may be stale, or a leader moved: start afresh on the next attempt.
+            self.leaders.clear();
+            self.brokers.clear();
+        }
+        result
+    }
+
+    async fn try_publish(&mut self, entries: &[&OutboxEntry]) -> Result<(), KafkaEdgeError> {
         let mut groups: Vec<((String, i32), Vec<Record>)> = Vec::new();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         for e in entries {
-            let key = (e.topic.clone(), e.partition);
             let record = Record {
                 key: Some(e.key.clone().into_bytes()),
                 value: Some(e.value.clone().into_bytes()),
@@ -310,34 +441,46 @@ impl Publisher {
                     .or_else(|| Utc.timestamp_millis_opt(now_ms).single())
                     .unwrap_or_default(),
             };
-            match groups.iter_mut().find(|(k, _)| *k == key) {
+            match groups.iter_mut().find(|((t, p), _)| *t == e.topic && *p == e.partition) {
                 Some((_, records)) => records.push(record),
-                None => groups.push((key, vec![record])),
+                None => groups.push(((e.topic.clone(), e.partition), vec![record])),
             }
         }
-        let mut sends = Vec::with_capacity(groups.len());
+        // Round r sends every partition's r-th chunk, in one request per leader: a partition's
+        // chunks go in order, one request after another.
+        let mut rounds: Vec<HashMap<i32, Vec<(String, i32, Vec<Record>)>>> = Vec::new();
         for ((topic, partition), records) in groups {
-            let pc = self.partition(&topic, partition).await?;
-            sends.push(async move {
-                // In order, one bounded request after another, for this partition.
-                for chunk in chunks_by_size(records, PRODUCE_MAX_BYTES) {
-                    let topic = topic.clone();
-                    bounded("produce", Duration::ZERO, async {
-                        pc.produce(chunk, Compression::NoCompression)
-                            .await
-                            .map_err(|source| KafkaEdgeError::Publish { topic, partition, source })
-                    })
-                    .await?;
+            let name = topic_name(&self.prefix, topic.parse().map_err(|_| KafkaEdgeError::Publish {
+                topic: topic.clone(),
+                partition,
+                source: KafkaError::InvalidResponse(format!("`{topic}` is not a saga topic")),
+            })?);
+            let leader = self.leader(&name, partition).await?;
+            for (r, chunk) in chunks_by_size(records, PRODUCE_MAX_BYTES).into_iter().enumerate() {
+                if rounds.len() <= r {
+                    rounds.push(HashMap::new());
                 }
-                Ok::<(), KafkaEdgeError>(())
-            });
+                rounds[r].entry(leader).or_default().push((name.clone(), partition, chunk));
+            }
         }
-        let results = futures::future::join_all(sends).await;
-        for r in results {
-            if let Err(e) = r {
-                // The connection may be stale; reconnect on the next attempt.
-                self.partitions.clear();
-                return Err(e);
+        for round in rounds {
+            let mut sends = Vec::with_capacity(round.len());
+            for (leader, batches) in round {
+                let broker = Arc::clone(
+                    self.brokers.entry(leader).or_insert_with(|| Arc::new(self.client.broker_client(leader))),
+                );
+                sends.push(async move {
+                    let produced = bounded("produce", Duration::ZERO, broker.produce(batches, Compression::NoCompression)).await?;
+                    for p in produced {
+                        if let Err(source) = p.result {
+                            return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source });
+                        }
+                    }
+                    Ok(())
+                });
+            }
+            for result in futures::future::join_all(sends).await {
+                result?;
             }
         }
         Ok(())
@@ -370,6 +513,33 @@ mod tests {
 
     fn record(bytes: usize) -> Record {
         Record { key: None, value: Some(vec![0; bytes]), headers: Default::default(), timestamp: Default::default() }
+    }
+
+    fn at(offset: i64) -> RecordAndOffset {
+        RecordAndOffset { record: record(1), offset }
+    }
+
+    #[test]
+    fn a_fetch_yields_only_unseen_records_in_order_and_catching_up_is_announced_once() {
+        let mut input = Input::new(Topic::OrderCreated, 0, Some(5));
+        // Kafka returns whole record batches, so records before the asked offset come back.
+        let fetched = take_fetched(&mut input, vec![at(6), at(4), at(5)], 10).unwrap();
+        assert_eq!(fetched.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6]);
+        assert!(!fetched.caught_up);
+        assert_eq!(input.offset, Some(7));
+        assert!(take_fetched(&mut input, vec![at(6)], 10).is_none(), "nothing new, not caught up");
+        let end = take_fetched(&mut input, vec![at(7), at(8), at(9)], 10).unwrap();
+        assert!(end.caught_up);
+        let idle = take_fetched(&mut input, Vec::new(), 10);
+        assert!(idle.is_none(), "caught up is announced once");
+        assert_eq!(input.offset, Some(10));
+    }
+
+    #[test]
+    fn an_empty_partition_is_caught_up_at_once() {
+        let mut input = Input::new(Topic::PaymentCompleted, 2, Some(0));
+        let fetched = take_fetched(&mut input, Vec::new(), 0).unwrap();
+        assert!(fetched.caught_up && fetched.records.is_empty());
     }
 
     #[test]

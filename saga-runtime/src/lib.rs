@@ -4,8 +4,8 @@
 //! a `handle` function from one event to the events it emits. The runtime does all the I/O:
 //!
 //! ```text
-//!            ┌──────────── one fetch task per (input topic, partition) ───────────┐
-//!  Kafka ──▶ │ fetch from the stored offset ─▶ channel                            │
+//!            ┌──── one fetch request per broker, for every input partition ───────┐
+//!  Kafka ──▶ │ fetch from the stored offsets ─▶ channel                           │
 //!            └─────────────────────────────────────┬──────────────────────────────┘
 //!                                                  ▼
 //!   batch ─▶ decode ──bad──▶ DeadLetter entry ─────┐
@@ -30,7 +30,7 @@
 //! # Layout
 //! - [`config`]: flags and environment shared by every binary.
 //! - [`engine`]: the loop above ([`run`]).
-//! - [`kafka`]: connecting, topic creation, fetch tasks, the publisher.
+//! - [`kafka`]: connecting, topic creation, the fetch task, the publisher.
 //! - [`store`]: the sled store (state rows, offsets, outbox, applied ids).
 //! - [`state`]: [`Table`], the in-memory map rules read and write.
 //! - [`logging`], [`shutdown`]: tracing set-up; Ctrl-C/SIGTERM.

@@ -11,6 +11,7 @@ use crate::{
     topic::Topic,
 };
 
+pub mod broker;
 pub mod consumer;
 pub mod controller;
 pub mod error;
@@ -169,6 +170,20 @@ impl Client {
             Arc::clone(&self.backoff_config),
         )
         .await
+    }
+
+    /// Returns a client for requests covering many partitions led by broker `broker_id`
+    /// (patched in; see [`broker`]).
+    pub fn broker_client(&self, broker_id: i32) -> broker::BrokerClient {
+        broker::BrokerClient::new(broker_id, Arc::clone(&self.brokers))
+    }
+
+    /// The current leader of every partition of `topics`, asked of a broker (patched in).
+    pub async fn partition_leaders(
+        &self,
+        topics: Vec<String>,
+    ) -> Result<std::collections::HashMap<(String, i32), i32>> {
+        broker::partition_leaders(&self.brokers, topics).await
     }
 
     /// Returns a list of topics in the cluster

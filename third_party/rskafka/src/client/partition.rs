@@ -649,6 +649,25 @@ fn build_produce_request(
     records: Vec<Record>,
     compression: Compression,
 ) -> ProduceRequest {
+    let record_batch = build_produce_partition_data(partition, records, compression);
+
+    ProduceRequest {
+        transactional_id: crate::protocol::primitives::NullableString(None),
+        acks: Int16(-1),
+        timeout_ms: Int32(30_000),
+        topic_data: vec![ProduceRequestTopicData {
+            name: String_(topic.to_string()),
+            partition_data: vec![record_batch],
+        }],
+    }
+}
+
+/// One partition's part of a produce request; `records` must not be empty.
+pub(crate) fn build_produce_partition_data(
+    partition: i32,
+    records: Vec<Record>,
+    compression: Compression,
+) -> ProduceRequestPartitionData {
     let n = records.len() as i32;
 
     // TODO: Retry on failure
@@ -676,7 +695,7 @@ fn build_produce_request(
         })
         .collect();
 
-    let record_batch = ProduceRequestPartitionData {
+    ProduceRequestPartitionData {
         index: Int32(partition),
         records: Records(vec![RecordBatch {
             base_offset: 0,
@@ -702,16 +721,6 @@ fn build_produce_request(
             max_timestamp: max_timestamp.timestamp_millis(),
             records: ControlBatchOrRecords::Records(records),
         }]),
-    };
-
-    ProduceRequest {
-        transactional_id: crate::protocol::primitives::NullableString(None),
-        acks: Int16(-1),
-        timeout_ms: Int32(30_000),
-        topic_data: vec![ProduceRequestTopicData {
-            name: String_(topic.to_string()),
-            partition_data: vec![record_batch],
-        }],
     }
 }
 
@@ -833,7 +842,7 @@ fn process_fetch_response(
     Ok(response_partition)
 }
 
-fn extract_records(
+pub(crate) fn extract_records(
     partition_records: Vec<RecordBatch>,
     request_offset: i64,
 ) -> Result<Vec<RecordAndOffset>> {
