@@ -58,6 +58,7 @@ pub async fn run(args: &Args) -> Result<RunResult> {
                     let mut request = next[first..].to_vec();
                     request.extend_from_slice(&next[..first]);
                     let Ok(answers) = from.fetch(&request, 1, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, wait).await else {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     };
                     // Round r carries every partition's r-th chunk, as the services' publisher does.

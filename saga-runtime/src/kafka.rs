@@ -194,7 +194,8 @@ impl Input {
 
 /// Fetches every input partition forever, sending non-empty batches to `tx`: one request
 /// per leader broker covering all the partitions it leads (see [`fetch_from_leader`]).
-/// Partitions whose leader moves are looked up again. Returns when `tx` is closed.
+/// Partitions whose leader moves (a leadership error, or a broker that stays unreachable while
+/// the metadata names another leader) are looked up again. Returns when `tx` is closed.
 pub async fn fetch_inputs(client: Arc<Client>, config: RuntimeConfig, inputs: Vec<Input>, tx: mpsc::Sender<Fetched>) {
     let mut unassigned = inputs;
     let mut leaders_tasks = tokio::task::JoinSet::new();
@@ -219,6 +220,9 @@ pub async fn fetch_inputs(client: Arc<Client>, config: RuntimeConfig, inputs: Ve
                     }
                     if !leaderless.is_empty() {
                         warn!(partitions = leaderless.len(), "some input partitions have no leader yet; retrying");
+                    }
+                    if leaderless.is_empty() {
+                        delay = Duration::from_millis(100);
                     }
                     unassigned = leaderless;
                 }
@@ -253,7 +257,7 @@ async fn fetch_from_leader(
     mut inputs: Vec<Input>,
     tx: mpsc::Sender<Fetched>,
 ) -> Option<Vec<Input>> {
-    let broker = client.broker_client(leader);
+    let mut broker = client.broker_client(leader);
     let names: Vec<String> = inputs.iter().map(|i| topic_name(&config.topic_prefix, i.topic)).collect();
     let long_poll = Duration::from_millis(config.fetch_wait_ms.max(0) as u64);
     let mut delay = Duration::from_millis(100);
@@ -346,12 +350,24 @@ async fn fetch_from_leader(
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(config.max_backoff);
-                if moved {
+                // The connection may be half-open (a timeout does not drop it): start afresh.
+                broker = client.broker_client(leader);
+                if moved || leadership_moved(&client, &names, &inputs, leader).await {
                     return Some(inputs);
                 }
             }
         }
     }
+}
+
+/// Whether a broker other than `leader` now leads one of `inputs` (a broker that is down for
+/// good hands its partitions over; its fetcher must follow them). `false` if nobody can say.
+async fn leadership_moved(client: &Client, names: &[String], inputs: &[Input], leader: i32) -> bool {
+    let Ok(leaders) = bounded("look up partition leaders", Duration::ZERO, client.partition_leaders(names.to_vec())).await
+    else {
+        return false;
+    };
+    names.iter().zip(inputs).any(|(name, input)| leaders.get(&(name.clone(), input.partition)).is_some_and(|&l| l != leader))
 }
 
 /// What one fetch of `input` brought that the loop has not seen, advancing the input past it;
@@ -391,7 +407,7 @@ impl Publisher {
         Publisher { client, prefix, leaders: HashMap::new(), brokers: HashMap::new() }
     }
 
-    /// The leader of a (full-named) topic's partition, looked up once per publisher life.
+    /// The leader of a (full-named) topic's partition, cached until a publish fails.
     async fn leader(&mut self, name: &str, partition: i32) -> Result<i32, KafkaEdgeError> {
         if let Some(&leader) = self.leaders.get(&(name.to_owned(), partition)) {
             return Ok(leader);

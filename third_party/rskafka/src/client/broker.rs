@@ -179,7 +179,8 @@ impl BrokerClient {
 
     /// Produces to every partition in one request (acks from all in-sync replicas). Each
     /// partition's records are appended in the order given, as one batch; partitions succeed
-    /// or fail independently. Empty record lists are skipped.
+    /// or fail independently. Empty record lists are skipped; a partition given twice is an
+    /// error (Kafka answers once per partition), so split a partition's chunks over requests.
     pub async fn produce(
         &self,
         batches: Vec<(String, i32, Vec<Record>)>,
@@ -187,9 +188,15 @@ impl BrokerClient {
     ) -> Result<Vec<PartitionProduced>> {
         let mut topic_data: Vec<ProduceRequestTopicData> = Vec::new();
         let mut asked = 0;
+        let mut seen = std::collections::HashSet::new();
         for (topic, partition, records) in batches {
             if records.is_empty() {
                 continue;
+            }
+            if !seen.insert((topic.clone(), partition)) {
+                return Err(Error::InvalidResponse(format!(
+                    "{topic}/{partition} given twice in one produce request"
+                )));
             }
             asked += 1;
             let data = build_produce_partition_data(partition, records, compression);
