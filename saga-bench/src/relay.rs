@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rskafka::client::broker::FetchPartition;
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
-use saga_runtime::kafka::{chunks_by_size, FETCH_MAX_BYTES, FETCH_RESPONSE_MAX_BYTES, PRODUCE_MAX_BYTES};
+use saga_runtime::kafka::{produce_rounds, FETCH_MAX_BYTES, FETCH_RESPONSE_MAX_BYTES};
 use shared_events::Event;
 
 use crate::load::{self, Outgoing};
@@ -41,11 +41,13 @@ pub async fn run(args: &Args) -> Result<RunResult> {
         }
         for (from_leader, partitions) in by_leader {
             let from = client.broker_client(from_leader);
-            let mut to: HashMap<i32, (i32, rskafka::client::broker::BrokerClient)> = HashMap::new();
+            let mut to_leader: HashMap<i32, i32> = HashMap::new();
+            let mut producers = HashMap::new();
             let mut next = Vec::new();
             for &p in &partitions {
-                let to_leader = leader(&topics[hop + 1], p)?;
-                to.insert(p, (to_leader, client.broker_client(to_leader)));
+                let leader = leader(&topics[hop + 1], p)?;
+                to_leader.insert(p, leader);
+                producers.entry(leader).or_insert_with(|| client.broker_client(leader));
                 let pc = client.partition_client(&topics[hop], p, UnknownTopicHandling::Retry).await?;
                 next.push(FetchPartition { topic: topics[hop].clone(), partition: p, offset: pc.get_offset(OffsetAt::Earliest).await? });
             }
@@ -61,8 +63,7 @@ pub async fn run(args: &Args) -> Result<RunResult> {
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     };
-                    // Round r carries every partition's r-th chunk, as the services' publisher does.
-                    let mut rounds: Vec<HashMap<i32, Vec<(String, i32, Vec<Record>)>>> = Vec::new();
+                    let mut relayed = Vec::new();
                     for answer in answers {
                         let Ok((records, _)) = answer.result else { continue };
                         let Some(cursor) = next.iter_mut().find(|c| c.partition == answer.partition) else { continue };
@@ -71,17 +72,13 @@ pub async fn run(args: &Args) -> Result<RunResult> {
                             cursor.offset = cursor.offset.max(r.offset + 1);
                             r.record
                         }).collect();
-                        if let Some((to_leader, _)) = to.get(&answer.partition) {
-                            for (r, chunk) in chunks_by_size(batch, PRODUCE_MAX_BYTES).into_iter().enumerate() {
-                                if rounds.len() <= r {
-                                    rounds.push(HashMap::new());
-                                }
-                                rounds[r].entry(*to_leader).or_default().push((to_topic.clone(), answer.partition, chunk));
-                            }
+                        if let Some(&leader) = to_leader.get(&answer.partition) {
+                            relayed.push((leader, to_topic.clone(), answer.partition, batch));
                         }
                     }
-                    for (to_leader, batch) in rounds.into_iter().flatten() {
-                        let Some((_, producer)) = to.values().find(|(l, _)| *l == to_leader) else { continue };
+                    // In rounds, as the services' publisher sends them.
+                    for (leader, batch) in produce_rounds(relayed).into_iter().flatten() {
+                        let Some(producer) = producers.get(&leader) else { continue };
                         // A lost record would stall the run until its timeout: retry.
                         while !matches!(producer.produce(batch.clone(), Compression::NoCompression).await, Ok(ps) if ps.iter().all(|p| p.result.is_ok())) {
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

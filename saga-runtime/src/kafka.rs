@@ -202,7 +202,7 @@ pub async fn fetch_inputs(client: Arc<Client>, config: RuntimeConfig, inputs: Ve
     let mut delay = Duration::from_millis(100);
     loop {
         if !unassigned.is_empty() {
-            let names: Vec<String> = Topic::ALL.iter().map(|t| topic_name(&config.topic_prefix, *t)).collect();
+            let names = all_topic_names(&config.topic_prefix);
             let asked = bounded("look up partition leaders", Duration::ZERO, client.partition_leaders(names)).await;
             match asked {
                 Ok(leaders) => {
@@ -218,11 +218,10 @@ pub async fn fetch_inputs(client: Arc<Client>, config: RuntimeConfig, inputs: Ve
                         debug!(leader, partitions = inputs.len(), "fetching from partition leader");
                         leaders_tasks.spawn(fetch_from_leader(Arc::clone(&client), config.clone(), leader, inputs, tx.clone()));
                     }
-                    if !leaderless.is_empty() {
-                        warn!(partitions = leaderless.len(), "some input partitions have no leader yet; retrying");
-                    }
                     if leaderless.is_empty() {
                         delay = Duration::from_millis(100);
+                    } else {
+                        warn!(partitions = leaderless.len(), "some input partitions have no leader yet; retrying");
                     }
                     unassigned = leaderless;
                 }
@@ -412,7 +411,7 @@ impl Publisher {
         if let Some(&leader) = self.leaders.get(&(name.to_owned(), partition)) {
             return Ok(leader);
         }
-        let names: Vec<String> = Topic::ALL.iter().map(|t| topic_name(&self.prefix, *t)).collect();
+        let names = all_topic_names(&self.prefix);
         self.leaders = bounded("look up partition leaders", Duration::ZERO, self.client.partition_leaders(names)).await?;
         self.leaders.get(&(name.to_owned(), partition)).copied().ok_or_else(|| KafkaEdgeError::Publish {
             topic: name.to_owned(),
@@ -462,24 +461,16 @@ impl Publisher {
                 None => groups.push(((e.topic.clone(), e.partition), vec![record])),
             }
         }
-        // Round r sends every partition's r-th chunk, in one request per leader: a partition's
-        // chunks go in order, one request after another.
-        let mut rounds: Vec<HashMap<i32, Vec<(String, i32, Vec<Record>)>>> = Vec::new();
+        let mut led = Vec::with_capacity(groups.len());
         for ((topic, partition), records) in groups {
             let name = topic_name(&self.prefix, topic.parse().map_err(|_| KafkaEdgeError::Publish {
                 topic: topic.clone(),
                 partition,
                 source: KafkaError::InvalidResponse(format!("`{topic}` is not a saga topic")),
             })?);
-            let leader = self.leader(&name, partition).await?;
-            for (r, chunk) in chunks_by_size(records, PRODUCE_MAX_BYTES).into_iter().enumerate() {
-                if rounds.len() <= r {
-                    rounds.push(HashMap::new());
-                }
-                rounds[r].entry(leader).or_default().push((name.clone(), partition, chunk));
-            }
+            led.push((self.leader(&name, partition).await?, name, partition, records));
         }
-        for round in rounds {
+        for round in produce_rounds(led) {
             let mut sends = Vec::with_capacity(round.len());
             for (leader, batches) in round {
                 let broker = Arc::clone(
@@ -501,6 +492,30 @@ impl Publisher {
         }
         Ok(())
     }
+}
+
+/// One produce round: for each leader broker, the (topic, partition, records) it is sent.
+pub type ProduceRound = HashMap<i32, Vec<(String, i32, Vec<Record>)>>;
+
+/// Deals each (leader, topic, partition, records) out into rounds: round r holds every
+/// partition's r-th chunk of at most [`PRODUCE_MAX_BYTES`], grouped by leader. Sending the
+/// rounds one after another, one request per leader each, keeps every partition's order.
+pub fn produce_rounds(partitions: impl IntoIterator<Item = (i32, String, i32, Vec<Record>)>) -> Vec<ProduceRound> {
+    let mut rounds: Vec<ProduceRound> = Vec::new();
+    for (leader, topic, partition, records) in partitions {
+        for (r, chunk) in chunks_by_size(records, PRODUCE_MAX_BYTES).into_iter().enumerate() {
+            if rounds.len() <= r {
+                rounds.push(HashMap::new());
+            }
+            rounds[r].entry(leader).or_default().push((topic.clone(), partition, chunk));
+        }
+    }
+    rounds
+}
+
+/// Every saga topic's full name in a deployment.
+fn all_topic_names(prefix: &str) -> Vec<String> {
+    Topic::ALL.iter().map(|t| topic_name(prefix, *t)).collect()
 }
 
 /// Splits records into runs of at most `max_bytes` (approximately; a record larger than that
