@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rskafka::client::broker::{BrokerClient, FetchPartition};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
+use saga_runtime::kafka::produce_rounds;
 use shared_events::partitioner::partition_for_key;
 use shared_events::{Address, Envelope, Event, LineItem, OrderCreated, Topic};
 use tokio::sync::mpsc;
@@ -72,12 +74,13 @@ pub fn encode(event: Event) -> Outgoing {
 }
 
 /// Publishes records to `topic` by key (the Java partitioner), in batches, paced at `rate`
-/// records/s if given. Returns when each key was handed to Kafka.
+/// records/s if given, one produce request per leader broker for each batch, as a Kafka client
+/// would send them. Returns when each key was handed to Kafka.
 pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec<Outgoing>, rate: Option<f64>) -> Result<HashMap<String, Instant>> {
-    let mut pcs = Vec::new();
-    for p in 0..partitions {
-        pcs.push(Arc::new(client.partition_client(topic, p, UnknownTopicHandling::Retry).await?));
-    }
+    let topics = [topic.to_owned()];
+    let leaders = leaders(client, &topics, partitions).await?;
+    let producers: HashMap<i32, Arc<BrokerClient>> =
+        leaders.values().map(|&leader| (leader, Arc::new(client.broker_client(leader)))).collect();
     let mut sent = HashMap::with_capacity(records.len());
     let chunk = match rate {
         Some(r) => ((r / 100.0).ceil() as usize).max(1), // ~10 ms of load per send
@@ -110,9 +113,17 @@ pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec
         for k in keys {
             sent.insert(k, now);
         }
-        for (pc, batch) in pcs.iter().zip(by_partition).filter(|(_, r)| !r.is_empty()) {
-            let pc = Arc::clone(pc);
-            in_flight.spawn(async move { pc.produce(batch, Compression::NoCompression).await });
+        let batches = by_partition.into_iter().zip(0..).filter(|(r, _)| !r.is_empty());
+        let batches = batches.map(|(r, p)| (leaders[&(topic.to_owned(), p)], topic.to_owned(), p, r));
+        // The order of orders does not matter here, so rounds need not wait for each other.
+        for (leader, batch) in produce_rounds(batches).into_iter().flatten() {
+            let producer = Arc::clone(&producers[&leader]);
+            in_flight.spawn(async move {
+                for produced in producer.produce(batch, Compression::NoCompression).await? {
+                    produced.result.with_context(|| format!("produce to {}/{}", produced.topic, produced.partition))?;
+                }
+                anyhow::Ok(())
+            });
         }
         if rate.is_none() {
             while let Some(r) = in_flight.join_next().await {
@@ -124,6 +135,21 @@ pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec
         r??;
     }
     Ok(sent)
+}
+
+/// The leader of every partition of `topics`, once each has one (topics may be new).
+async fn leaders(client: &Client, topics: &[String], partitions: i32) -> Result<HashMap<(String, i32), i32>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leaders = client.partition_leaders(topics.to_vec()).await.unwrap_or_default();
+        if topics.iter().all(|t| (0..partitions).all(|p| leaders.contains_key(&(t.clone(), p)))) {
+            return Ok(leaders);
+        }
+        if Instant::now() > deadline {
+            bail!("some partition of {topics:?} has no leader");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Times of sending and of arrival of each record's key.
@@ -150,33 +176,43 @@ pub async fn round_trip(
 }
 
 /// Reads `topics` from the start until `expected` distinct keys starting with `key_prefix`
-/// arrived; when each first did.
+/// arrived; when each first did. One long-poll per leader broker for all the partitions.
 pub async fn collect(client: &Client, topics: &[String], partitions: i32, key_prefix: &str, expected: usize, timeout: Duration) -> Result<HashMap<String, Instant>> {
     let (tx, mut rx) = mpsc::channel::<Vec<String>>(1024);
+    let mut by_leader: HashMap<i32, Vec<FetchPartition>> = HashMap::new();
+    for ((topic, partition), leader) in leaders(client, topics, partitions).await? {
+        let pc = client.partition_client(&topic, partition, UnknownTopicHandling::Retry).await?;
+        let offset = pc.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+        by_leader.entry(leader).or_default().push(FetchPartition { topic, partition, offset });
+    }
     let mut tasks = tokio::task::JoinSet::new();
-    for topic in topics {
-        for p in 0..partitions {
-            let pc = client.partition_client(topic, p, UnknownTopicHandling::Retry).await?;
-            let tx = tx.clone();
-            tasks.spawn(async move {
-                let mut next = pc.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
-                loop {
-                    let Ok((records, _)) = pc.fetch_records(next, 1..8 * 1024 * 1024, 50).await else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    let mut keys = Vec::new();
-                    let from = next;
+    for (leader, mut next) in by_leader {
+        let broker = client.broker_client(leader);
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            loop {
+                let Ok(answers) = broker.fetch(&next, 1, 8 * 1024 * 1024, 1024 * 1024, 50).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut keys = Vec::new();
+                for answer in answers {
+                    let Ok((records, _)) = answer.result else { continue };
+                    let cursor = next.iter_mut().find(|c| c.topic == answer.topic && c.partition == answer.partition);
+                    let Some(cursor) = cursor else { continue };
+                    let from = cursor.offset;
                     for r in records.into_iter().filter(|r| r.offset >= from) {
-                        next = next.max(r.offset + 1);
+                        cursor.offset = cursor.offset.max(r.offset + 1);
                         keys.extend(r.record.key.map(|k| String::from_utf8_lossy(&k).into_owned()));
                     }
-                    if !keys.is_empty() && tx.send(keys).await.is_err() {
-                        return;
-                    }
                 }
-            });
-        }
+                if !keys.is_empty() && tx.send(keys).await.is_err() {
+                    return;
+                }
+                // A partition with more than one response's worth waiting must not starve the others.
+                next.rotate_left(1);
+            }
+        });
     }
     drop(tx);
     let mut arrived = HashMap::with_capacity(expected);
