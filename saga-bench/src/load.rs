@@ -118,12 +118,7 @@ pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec
         // The order of orders does not matter here, so rounds need not wait for each other.
         for (leader, batch) in produce_rounds(batches).into_iter().flatten() {
             let producer = Arc::clone(&producers[&leader]);
-            in_flight.spawn(async move {
-                for produced in producer.produce(batch, Compression::NoCompression).await? {
-                    produced.result.with_context(|| format!("produce to {}/{}", produced.topic, produced.partition))?;
-                }
-                anyhow::Ok(())
-            });
+            in_flight.spawn(async move { produce_with_retries(&producer, batch).await });
         }
         if rate.is_none() {
             while let Some(r) = in_flight.join_next().await {
@@ -137,16 +132,39 @@ pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec
     Ok(sent)
 }
 
+/// Sends one request, again while it fails (the broker client does not retry): a brief broker
+/// hiccup must not end a run. A partition written twice only repeats keys, counted once.
+async fn produce_with_retries(producer: &BrokerClient, batch: Vec<(String, i32, Vec<Record>)>) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let failed = match producer.produce(batch.clone(), Compression::NoCompression).await {
+            Ok(produced) => produced
+                .into_iter()
+                .find_map(|p| p.result.err().map(|e| anyhow::anyhow!("produce to {}/{}: {e}", p.topic, p.partition))),
+            Err(e) => Some(anyhow::Error::new(e).context("produce")),
+        };
+        match failed {
+            None => return Ok(()),
+            Some(e) if attempt >= 50 => return Err(e.context(format!("after {attempt} retries"))),
+            Some(_) => attempt += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The leader of every partition of `topics`, once each has one (topics may be new).
 async fn leaders(client: &Client, topics: &[String], partitions: i32) -> Result<HashMap<(String, i32), i32>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let leaders = client.partition_leaders(topics.to_vec()).await.unwrap_or_default();
-        if topics.iter().all(|t| (0..partitions).all(|p| leaders.contains_key(&(t.clone(), p)))) {
-            return Ok(leaders);
-        }
+        let last_error = match client.partition_leaders(topics.to_vec()).await {
+            Ok(leaders) if topics.iter().all(|t| (0..partitions).all(|p| leaders.contains_key(&(t.clone(), p)))) => {
+                return Ok(leaders);
+            }
+            Ok(_) => "not every partition has a leader yet".to_owned(),
+            Err(e) => e.to_string(),
+        };
         if Instant::now() > deadline {
-            bail!("some partition of {topics:?} has no leader");
+            bail!("no leader for every partition of {topics:?}: {last_error}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -190,14 +208,33 @@ pub async fn collect(client: &Client, topics: &[String], partitions: i32, key_pr
         let broker = client.broker_client(leader);
         let tx = tx.clone();
         tasks.spawn(async move {
+            // Errors are retried on the same broker (a bench runs on one), and said once in a
+            // while, so a stalled run shows why before its timeout.
+            let mut last_said: Option<Instant> = None;
+            let mut say = |what: String| {
+                if last_said.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    eprintln!("saga-bench: reading terminal topics: {what}");
+                    last_said = Some(Instant::now());
+                }
+            };
             loop {
-                let Ok(answers) = broker.fetch(&next, 1, 8 * 1024 * 1024, 1024 * 1024, 50).await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                let answers = match broker.fetch(&next, 1, 8 * 1024 * 1024, 1024 * 1024, 50).await {
+                    Ok(answers) => answers,
+                    Err(e) => {
+                        say(e.to_string());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let mut keys = Vec::new();
                 for answer in answers {
-                    let Ok((records, _)) = answer.result else { continue };
+                    let (records, _) = match answer.result {
+                        Ok(fetched) => fetched,
+                        Err(e) => {
+                            say(format!("{}/{}: {e}", answer.topic, answer.partition));
+                            continue;
+                        }
+                    };
                     let cursor = next.iter_mut().find(|c| c.topic == answer.topic && c.partition == answer.partition);
                     let Some(cursor) = cursor else { continue };
                     let from = cursor.offset;

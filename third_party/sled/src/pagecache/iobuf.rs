@@ -1193,6 +1193,7 @@ fn seal_and_write_iobuf(
             lsn
         );
         if write_here {
+            trace!("writing iobuf with lsn {} to log from make_stable", lsn);
             if let Err(e) = iobufs.write_to_log(iobuf) {
                 error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
                 iobufs.config.set_global_error(e.clone());
