@@ -221,7 +221,12 @@ pub async fn run<S: Service>(
                 }
                 None => break,
             },
-            _ = timer.tick(), if caught_up >= inputs => {
+            _ = timer.tick() => {
+                // Published entries are deleted with the next commit; idle, there is none.
+                store.delete_published()?;
+                if caught_up < inputs {
+                    continue;
+                }
                 let commit = process_timers(&mut service, now_ms())?;
                 if commit.is_empty() {
                     continue;
@@ -428,7 +433,7 @@ async fn publish(
                     info!(count = refs.len(), "published after broker outage");
                 }
                 debug!(count = refs.len(), "published");
-                store.remove_outbox(batches.into_iter().flat_map(|b| b.keys))?;
+                store.remove_outbox(batches.into_iter().flat_map(|b| b.keys));
                 return Ok(true);
             }
             Err(error) => {

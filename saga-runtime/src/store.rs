@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use shared_events::{EventId, Topic};
@@ -131,6 +132,8 @@ pub struct Store {
     applied_count: usize,
     /// Most ids kept; older commits' ids are forgotten, on disk too.
     dedup_window: usize,
+    /// Published outbox keys, deleted with the next commit: see [`OutboxCleaner`].
+    published: Arc<Mutex<Vec<OutboxKey>>>,
 }
 
 impl Store {
@@ -194,8 +197,15 @@ impl Store {
                 next_seq = next_seq.max(seq_of(prefix, &key).map_or(0, |s| s + 1));
             }
         }
-        let mut store =
-            Store { db, next_seq, applied: HashSet::new(), applied_commits, applied_count, dedup_window };
+        let mut store = Store {
+            db,
+            next_seq,
+            applied: HashSet::new(),
+            applied_commits,
+            applied_count,
+            dedup_window,
+            published: Arc::default(),
+        };
         let mut expired = sled::Batch::default();
         store.expire_applied(&mut expired)?;
         store.db.apply_batch(expired)?;
@@ -314,6 +324,9 @@ impl Store {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut batch = sled::Batch::default();
+        for key in self.take_published() {
+            batch.remove(key);
+        }
         for (table, (key, value)) in commit.rows {
             let full = format!("{STATE}{table}/{key}");
             match value {
@@ -352,9 +365,29 @@ impl Store {
         Ok(written)
     }
 
-    /// Makes every committed batch durable. Nothing leaves the process before this returns.
+    /// Makes every committed batch durable, and deletes what was published since the last
+    /// commit. Nothing leaves the process before this returns.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.delete_published()?;
         self.flusher().flush().await
+    }
+
+    /// Deletes the outbox entries published since the last commit now, in a batch of their
+    /// own; for when no commit is coming (idle, stopping).
+    pub fn delete_published(&self) -> Result<(), StoreError> {
+        let keys = self.take_published();
+        if !keys.is_empty() {
+            let mut batch = sled::Batch::default();
+            for key in keys {
+                batch.remove(key);
+            }
+            self.db.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn take_published(&self) -> Vec<OutboxKey> {
+        std::mem::take(&mut *self.published.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// A handle that flushes from another task while this one keeps committing.
@@ -364,7 +397,7 @@ impl Store {
 
     /// A handle that deletes published outbox entries, for the publishing task.
     pub fn outbox_cleaner(&self) -> OutboxCleaner {
-        OutboxCleaner { db: self.db.clone() }
+        OutboxCleaner { published: Arc::clone(&self.published) }
     }
 }
 
@@ -411,20 +444,21 @@ impl Flusher {
 }
 
 /// Deletes published entries from the outbox; the only store access the publisher needs.
+///
+/// The deletions ride on the service's next commit (or [`Store::delete_published`]) rather
+/// than a batch of their own: every sled batch writes the log out (sled 0.34 rolls its log
+/// buffer for each), so one batch per publish doubled the log writes of a paced service.
+/// Deleting late is safe: a crash before it only means publishing those entries again, which
+/// consumers drop as duplicates.
 #[derive(Clone)]
 pub struct OutboxCleaner {
-    db: sled::Db,
+    published: Arc<Mutex<Vec<OutboxKey>>>,
 }
 
 impl OutboxCleaner {
-    /// Forgets published outbox entries. Losing this write only means publishing them again.
-    pub fn remove_outbox(&self, keys: impl IntoIterator<Item = OutboxKey>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(key);
-        }
-        self.db.apply_batch(batch)?;
-        Ok(())
+    /// Forgets published outbox entries, with the store's next commit.
+    pub fn remove_outbox(&self, keys: impl IntoIterator<Item = OutboxKey>) {
+        self.published.lock().unwrap_or_else(PoisonError::into_inner).extend(keys);
     }
 }
 
@@ -533,7 +567,7 @@ mod tests {
             let pending = Commit { outbox: vec![entry("PaymentFailed"), entry("PaymentRefunded")], ..Commit::default() };
             store.commit(pending).unwrap().unwrap();
             store.flush().await.unwrap();
-            store.outbox_cleaner().remove_outbox(published.keys).unwrap();
+            store.outbox_cleaner().remove_outbox(published.keys);
             store.flush().await.unwrap();
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
@@ -658,7 +692,9 @@ mod tests {
         let read: Vec<&str> = outbox[1].entries.iter().map(|e| e.topic.as_str()).collect();
         assert_eq!(read, topics, "in publish order");
         assert!(outbox[1].keys.len() > 10);
-        store.outbox_cleaner().remove_outbox(outbox[1].keys.clone()).unwrap();
+        store.outbox_cleaner().remove_outbox(outbox[1].keys.clone());
+        assert_eq!(store.outbox().unwrap().len(), 2, "deleted with the next commit, not before");
+        store.delete_published().unwrap();
         assert_eq!(store.outbox().unwrap().len(), 1);
     }
 
@@ -672,7 +708,7 @@ mod tests {
             let mut store = Store::open(dir.path(), 1 << 20).unwrap();
             let commit = Commit { applied: vec![first], outbox: vec![entry("A")], ..Commit::default() };
             let written = store.commit(commit).unwrap().unwrap();
-            store.outbox_cleaner().remove_outbox(written.keys).unwrap();
+            store.outbox_cleaner().remove_outbox(written.keys);
             store.flush().await.unwrap();
         }
         {
