@@ -94,7 +94,7 @@ pub async fn run<S: Service>(
     if !pending.is_empty() {
         let count: usize = pending.iter().map(|b| b.entries.len()).sum();
         info!(count, "publishing events left in the outbox by the previous run");
-        if !publish(&mut publisher, &store.outbox_cleaner(), pending, &config, shutdown.as_mut()).await? {
+        if !publish(&mut publisher, &store.outbox_cleaner(), pending, &config, shutdown.as_mut()).await {
             return stop(&store).await;
         }
     }
@@ -141,11 +141,10 @@ pub async fn run<S: Service>(
                 let _ = abandoned.wait_for(|a| *a).await;
             };
             tokio::pin!(stop);
-            if !publish(&mut publisher, &cleaner, batches, &publisher_config, stop.as_mut()).await? {
+            if !publish(&mut publisher, &cleaner, batches, &publisher_config, stop.as_mut()).await {
                 break;
             }
         }
-        Ok::<(), RuntimeError>(())
     });
 
     // 4. Batches until asked to stop. A commit's events may leave only once the commit is on
@@ -168,12 +167,9 @@ pub async fn run<S: Service>(
         let commit = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            ended = &mut publisher_task => {
-                // It only ends early on a store failure.
-                return match ended {
-                    Ok(Err(e)) => Err(e),
-                    _ => Err(RuntimeError::PublisherStopped),
-                };
+            _ = &mut publisher_task => {
+                // It runs until its queue closes, below; ending earlier means it panicked.
+                return Err(RuntimeError::PublisherStopped);
             }
             Some(_) = fetchers.join_next() => {
                 // Fetchers run until the loop ends; one that stopped (a panic) would stall its
@@ -222,7 +218,8 @@ pub async fn run<S: Service>(
                 None => break,
             },
             _ = timer.tick() => {
-                // Published entries are deleted with the next commit; idle, there is none.
+                // Published entries are deleted with the next commit; this deletes whatever no
+                // commit has taken yet (an idle service makes none).
                 store.delete_published()?;
                 if caught_up < inputs {
                     continue;
@@ -259,7 +256,7 @@ pub async fn run<S: Service>(
         () = tokio::time::sleep(grace) => None,
     };
     match drained {
-        Some(Ok(result)) => result?,
+        Some(Ok(())) => {}
         Some(Err(_)) => return Err(RuntimeError::PublisherStopped),
         None => {
             warn!("publishing did not finish within {grace:?}; the rest stays in the outbox for the next start");
@@ -409,22 +406,23 @@ async fn connect(
     }
 }
 
-/// Publishes entries and deletes them from the outbox, retrying with backoff while Kafka is
-/// unreachable. Returns `false` if shutdown came first (the entries stay in the outbox).
+/// Publishes entries, then has them deleted from the outbox (with the next commit), retrying
+/// with backoff while Kafka is unreachable. Returns `false` if shutdown came first (the
+/// entries stay in the outbox).
 async fn publish(
     publisher: &mut Publisher,
-    store: &OutboxCleaner,
+    cleaner: &OutboxCleaner,
     batches: Vec<OutboxBatch>,
     config: &RuntimeConfig,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<bool, RuntimeError> {
+) -> bool {
     let refs: Vec<&OutboxEntry> = batches.iter().flat_map(|b| &b.entries).collect();
     let mut delay = Duration::from_millis(100);
     let mut failing = false;
     loop {
         let result = tokio::select! {
             biased;
-            () = shutdown.as_mut() => return Ok(false),
+            () = shutdown.as_mut() => return false,
             r = publisher.publish(&refs) => r,
         };
         match result {
@@ -433,8 +431,8 @@ async fn publish(
                     info!(count = refs.len(), "published after broker outage");
                 }
                 debug!(count = refs.len(), "published");
-                store.remove_outbox(batches.into_iter().flat_map(|b| b.keys));
-                return Ok(true);
+                cleaner.remove_outbox(batches.into_iter().flat_map(|b| b.keys));
+                return true;
             }
             Err(error) => {
                 if !failing {
@@ -443,7 +441,7 @@ async fn publish(
                 }
                 tokio::select! {
                     biased;
-                    () = shutdown.as_mut() => return Ok(false),
+                    () = shutdown.as_mut() => return false,
                     () = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(config.max_backoff);

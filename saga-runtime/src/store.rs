@@ -190,7 +190,9 @@ impl Store {
         }
         // Numbers only need to be new to the keys that exist: published outbox keys are
         // deleted, and a commit with no outbox or applied ids leaves no key, so a number may
-        // be reused after a restart, never while a key carries it.
+        // be reused after a restart, never while a key carries it. Deletions queued by the
+        // `OutboxCleaner` live only as long as this `Store` and name numbers below `next_seq`,
+        // so none can reach a reused number.
         let mut next_seq = 0;
         for prefix in [OUTBOX, APPLIED] {
             if let Some((key, _)) = db.scan_prefix(prefix).next_back().transpose()? {
@@ -699,8 +701,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn published_entries_are_deleted_by_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+            let first = store.commit(Commit { outbox: vec![entry("A")], ..Commit::default() }).unwrap().unwrap();
+            store.outbox_cleaner().remove_outbox(first.keys);
+            assert_eq!(store.outbox().unwrap().len(), 1, "not deleted before a commit");
+            store.commit(Commit { outbox: vec![entry("B")], ..Commit::default() }).unwrap();
+            let left: Vec<_> = store.outbox().unwrap().into_iter().flat_map(|b| b.entries).collect();
+            assert_eq!(left, [entry("B")]);
+            store.flusher().flush().await.unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let left: Vec<_> = store.outbox().unwrap().into_iter().flat_map(|b| b.entries).collect();
+        assert_eq!(left, [entry("B")], "the deletion is part of the durable commit");
+    }
+
+    #[tokio::test]
     async fn commit_numbers_continue_after_the_outbox_is_emptied() {
-        // The last commit's outbox key is gone once published; its applied key is not. A
+        // The last commit's outbox key is gone once published and flushed; its applied key is not. A
         // reused number would overwrite the applied ids of an earlier commit.
         let dir = tempfile::tempdir().unwrap();
         let (first, second) = (EventId::for_order(Topic::OrderCreated, "o-1"), EventId::for_order(Topic::OrderCreated, "o-2"));
