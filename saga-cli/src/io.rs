@@ -62,34 +62,52 @@ impl Topics {
     /// Every decodable event on every saga topic, up to now; how many records did not decode
     /// (they are on `DeadLetter`, parked by the services that read them); and where each
     /// partition ended, to [`Topics::follow`] from there.
+    ///
+    /// What it returns is one moment's state of all the topics: it reads every partition up to
+    /// where it ended, then looks again, until a look finds nothing new anywhere. Read one
+    /// partition after another, a saga that runs meanwhile could show a later step (read
+    /// late) without an earlier one (read early). Under constant load it stops after a few
+    /// looks, as close to one moment as it got.
     pub async fn read_all(&self) -> Result<History> {
         let mut out = Vec::new();
         let mut undecodable = 0;
-        let mut ends = BTreeMap::new();
+        let mut cursors = BTreeMap::new();
         for (&topic, &count) in &self.partitions {
             for partition in 0..count {
                 let pc = self.partition(topic, partition).await?;
-                let end = bounded("latest offset", Duration::ZERO, pc.get_offset(OffsetAt::Latest)).await?;
-                let mut next = bounded("earliest offset", Duration::ZERO, pc.get_offset(OffsetAt::Earliest)).await?;
-                while next < end {
-                    let (records, _) = bounded("fetch", Duration::ZERO, pc.fetch_records(next, 1..8 * 1024 * 1024, 100)).await?;
-                    if records.is_empty() {
-                        break;
-                    }
-                    for r in records {
-                        if r.offset < next {
-                            continue;
-                        }
-                        next = r.offset + 1;
+                let earliest = bounded("earliest offset", Duration::ZERO, pc.get_offset(OffsetAt::Earliest)).await?;
+                cursors.insert((topic, partition), (pc, earliest));
+            }
+        }
+        for _look in 0..5 {
+            let mut ends = BTreeMap::new();
+            for (&key, (pc, _)) in &cursors {
+                ends.insert(key, bounded("latest offset", Duration::ZERO, pc.get_offset(OffsetAt::Latest)).await?);
+            }
+            if cursors.iter().all(|(key, (_, next))| *next >= ends[key]) {
+                break;
+            }
+            for (&(topic, partition), (pc, next)) in cursors.iter_mut() {
+                let end = ends[&(topic, partition)];
+                while *next < end {
+                    let (records, _) = bounded("fetch", Duration::ZERO, pc.fetch_records(*next, 1..8 * 1024 * 1024, 100)).await?;
+                    let from = *next;
+                    for r in records.into_iter().filter(|r| r.offset >= from && r.offset < end) {
+                        *next = r.offset + 1;
                         match decode(topic, partition, &r) {
                             Some(rec) => out.push(rec),
                             None => undecodable += 1,
                         }
                     }
+                    if *next == from {
+                        break;
+                    }
                 }
-                ends.insert((topic, partition), next.max(end));
+                // Past a gap (a record no fetch returns), go on from the end.
+                *next = (*next).max(end);
             }
         }
+        let ends = cursors.into_iter().map(|(key, (_, next))| (key, next)).collect();
         Ok(History { events: out, undecodable, ends })
     }
 
