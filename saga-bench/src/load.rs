@@ -184,25 +184,34 @@ pub async fn round_trip(
     key_prefix: &str,
     rate: Option<f64>,
 ) -> Result<Timed> {
+    // Read from where the terminal topics end before the first send: a warm-up's records
+    // there are not re-read while this run is measured.
+    let from = ends(client, terminal, partitions).await?;
     let collector = {
-        let (client, terminal, prefix, n) = (Arc::clone(client), terminal.to_vec(), key_prefix.to_owned(), records.len());
-        tokio::spawn(async move { collect(&client, &terminal, partitions, &prefix, n, Duration::from_secs(600)).await })
+        let (client, prefix, n) = (Arc::clone(client), key_prefix.to_owned(), records.len());
+        tokio::spawn(async move { collect(&client, from, &prefix, n, Duration::from_secs(600)).await })
     };
     let sent = publish(client, input, partitions, records, rate).await?;
     let arrived = collector.await??;
     Ok((sent, arrived))
 }
 
-/// Reads `topics` from the start until `expected` distinct keys starting with `key_prefix`
-/// arrived; when each first did. One long-poll per leader broker for all the partitions.
-pub async fn collect(client: &Client, topics: &[String], partitions: i32, key_prefix: &str, expected: usize, timeout: Duration) -> Result<HashMap<String, Instant>> {
-    let (tx, mut rx) = mpsc::channel::<Vec<String>>(1024);
+/// Where each partition of `topics` ends now, grouped by leader broker.
+async fn ends(client: &Client, topics: &[String], partitions: i32) -> Result<HashMap<i32, Vec<FetchPartition>>> {
     let mut by_leader: HashMap<i32, Vec<FetchPartition>> = HashMap::new();
     for ((topic, partition), leader) in leaders(client, topics, partitions).await? {
         let pc = client.partition_client(&topic, partition, UnknownTopicHandling::Retry).await?;
-        let offset = pc.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+        let offset = pc.get_offset(OffsetAt::Latest).await.with_context(|| format!("end of {topic}/{partition}"))?;
         by_leader.entry(leader).or_default().push(FetchPartition { topic, partition, offset });
     }
+    Ok(by_leader)
+}
+
+/// Reads partitions from the given offsets (one long-poll per leader broker for all of them)
+/// until `expected` distinct keys starting with `key_prefix` arrived; when each first did.
+pub async fn collect(client: &Client, from: HashMap<i32, Vec<FetchPartition>>, key_prefix: &str, expected: usize, timeout: Duration) -> Result<HashMap<String, Instant>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<String>>(1024);
+    let by_leader = from;
     let mut tasks = tokio::task::JoinSet::new();
     for (leader, mut next) in by_leader {
         let broker = client.broker_client(leader);
