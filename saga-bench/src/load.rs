@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rskafka::client::broker::{BrokerClient, FetchPartition};
+use rskafka::client::broker::{BrokerClient, FetchPartition, PartitionRecords};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
@@ -153,7 +153,7 @@ async fn produce_with_retries(producer: &BrokerClient, batch: Vec<(String, i32, 
 }
 
 /// The leader of every partition of `topics`, once each has one (topics may be new).
-async fn leaders(client: &Client, topics: &[String], partitions: i32) -> Result<HashMap<(String, i32), i32>> {
+pub async fn leaders(client: &Client, topics: &[String], partitions: i32) -> Result<HashMap<(String, i32), i32>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let last_error = match client.partition_leaders(topics.to_vec()).await {
@@ -196,6 +196,32 @@ pub async fn round_trip(
     Ok((sent, arrived))
 }
 
+/// One fetch from `broker` for every cursor, each partition's records keeping only those past
+/// its cursor, which moves past them. The cursors rotate, so a partition with more than one
+/// response's worth waiting cannot starve the others.
+pub async fn fetch_new(
+    broker: &BrokerClient,
+    cursors: &mut [FetchPartition],
+    max_bytes: i32,
+    partition_max_bytes: i32,
+    max_wait_ms: i32,
+) -> rskafka::client::error::Result<Vec<PartitionRecords>> {
+    let mut answers = broker.fetch(cursors, 1, max_bytes, partition_max_bytes, max_wait_ms).await?;
+    cursors.rotate_left(1);
+    for answer in &mut answers {
+        let Ok((records, _)) = &mut answer.result else { continue };
+        let Some(cursor) = cursors.iter_mut().find(|c| c.topic == answer.topic && c.partition == answer.partition) else {
+            continue;
+        };
+        let from = cursor.offset;
+        records.retain(|r| r.offset >= from);
+        if let Some(last) = records.iter().map(|r| r.offset).max() {
+            cursor.offset = last + 1;
+        }
+    }
+    Ok(answers)
+}
+
 /// Where each partition of `topics` ends now, grouped by leader broker.
 async fn ends(client: &Client, topics: &[String], partitions: i32) -> Result<HashMap<i32, Vec<FetchPartition>>> {
     let mut by_leader: HashMap<i32, Vec<FetchPartition>> = HashMap::new();
@@ -227,7 +253,7 @@ pub async fn collect(client: &Client, from: HashMap<i32, Vec<FetchPartition>>, k
                 }
             };
             loop {
-                let answers = match broker.fetch(&next, 1, 8 * 1024 * 1024, 1024 * 1024, 50).await {
+                let answers = match fetch_new(&broker, &mut next, 8 * 1024 * 1024, 1024 * 1024, 50).await {
                     Ok(answers) => answers,
                     Err(e) => {
                         say(e.to_string());
@@ -244,19 +270,11 @@ pub async fn collect(client: &Client, from: HashMap<i32, Vec<FetchPartition>>, k
                             continue;
                         }
                     };
-                    let cursor = next.iter_mut().find(|c| c.topic == answer.topic && c.partition == answer.partition);
-                    let Some(cursor) = cursor else { continue };
-                    let from = cursor.offset;
-                    for r in records.into_iter().filter(|r| r.offset >= from) {
-                        cursor.offset = cursor.offset.max(r.offset + 1);
-                        keys.extend(r.record.key.map(|k| String::from_utf8_lossy(&k).into_owned()));
-                    }
+                    keys.extend(records.into_iter().filter_map(|r| r.record.key).map(|k| String::from_utf8_lossy(&k).into_owned()));
                 }
                 if !keys.is_empty() && tx.send(keys).await.is_err() {
                     return;
                 }
-                // A partition with more than one response's worth waiting must not starve the others.
-                next.rotate_left(1);
             }
         });
     }

@@ -31,7 +31,7 @@ pub async fn run(args: &Args) -> Result<RunResult> {
     let mut relays = tokio::task::JoinSet::new();
     for hop in 0..HOPS {
         let client = load::client(args).await?;
-        let leaders = client.partition_leaders(topics.clone()).await?;
+        let leaders = load::leaders(&client, &topics, args.partitions).await?;
         let leader = |topic: &String, p: i32| {
             leaders.get(&(topic.clone(), p)).copied().with_context(|| format!("no leader for {topic}/{p}"))
         };
@@ -54,25 +54,16 @@ pub async fn run(args: &Args) -> Result<RunResult> {
             let to_topic = topics[hop + 1].clone();
             let wait = args.fetch_wait_ms;
             relays.spawn(async move {
-                let mut first = 0;
                 loop {
-                    first = (first + 1) % next.len();
-                    let mut request = next[first..].to_vec();
-                    request.extend_from_slice(&next[..first]);
-                    let Ok(answers) = from.fetch(&request, 1, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, wait).await else {
+                    let Ok(answers) = load::fetch_new(&from, &mut next, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, wait).await else {
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     };
                     let mut relayed = Vec::new();
                     for answer in answers {
                         let Ok((records, _)) = answer.result else { continue };
-                        let Some(cursor) = next.iter_mut().find(|c| c.partition == answer.partition) else { continue };
-                        let from = cursor.offset;
-                        let batch: Vec<Record> = records.into_iter().filter(|r| r.offset >= from).map(|r| {
-                            cursor.offset = cursor.offset.max(r.offset + 1);
-                            r.record
-                        }).collect();
                         if let Some(&leader) = to_leader.get(&answer.partition) {
+                            let batch: Vec<Record> = records.into_iter().map(|r| r.record).collect();
                             relayed.push((leader, to_topic.clone(), answer.partition, batch));
                         }
                     }
