@@ -209,14 +209,15 @@ pub async fn fetch_new(
     let mut answers = broker.fetch(cursors, 1, max_bytes, partition_max_bytes, max_wait_ms).await?;
     cursors.rotate_left(1);
     for answer in &mut answers {
-        let Ok((records, _)) = &mut answer.result else { continue };
+        let Ok(fetched) = &mut answer.result else { continue };
         let Some(cursor) = cursors.iter_mut().find(|c| c.topic == answer.topic && c.partition == answer.partition) else {
             continue;
         };
         let from = cursor.offset;
-        records.retain(|r| r.offset >= from);
-        if let Some(last) = records.iter().map(|r| r.offset).max() {
-            cursor.offset = last + 1;
+        fetched.records.retain(|r| r.offset >= from);
+        // Past what was skipped too (transaction markers): else the cursor would stop there.
+        if let Some(next) = fetched.records.iter().map(|r| r.offset + 1).chain(fetched.next_offset).max() {
+            cursor.offset = cursor.offset.max(next);
         }
     }
     Ok(answers)
@@ -263,8 +264,8 @@ pub async fn collect(client: &Client, from: HashMap<i32, Vec<FetchPartition>>, k
                 };
                 let mut keys = Vec::new();
                 for answer in answers {
-                    let (records, _) = match answer.result {
-                        Ok(fetched) => fetched,
+                    let records = match answer.result {
+                        Ok(fetched) => fetched.records,
                         Err(e) => {
                             say(format!("{}/{}: {e}", answer.topic, answer.partition));
                             continue;

@@ -61,7 +61,8 @@ pub async fn run(args: &Args) -> Result<RunResult> {
                     };
                     let mut relayed = Vec::new();
                     for answer in answers {
-                        let Ok((records, _)) = answer.result else { continue };
+                        let Ok(fetched) = answer.result else { continue };
+                        let records = fetched.records;
                         if let Some(&leader) = to_leader.get(&answer.partition) {
                             let batch: Vec<Record> = records.into_iter().map(|r| r.record).collect();
                             relayed.push((leader, to_topic.clone(), answer.partition, batch));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared_events::envelope::decode_record;
+use shared_events::text::{self, Escaped};
 use shared_events::{DeadLetter, Envelope, Event, EventId, Metadata, Topic, SCHEMA_VERSION};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -471,16 +472,29 @@ fn process_batch<S: Service>(
     let mut commit = Commit::default();
     let mut seen = HashSet::new();
     for fetched in batch {
+        for bad in &fetched.unreadable {
+            // One line and one dead letter per range the client could not read, in the commit
+            // that moves past it.
+            warn!(
+                topic = %fetched.topic, partition = fetched.partition,
+                first_offset = bad.first_offset, last_offset = bad.last_offset,
+                error_code = "unreadable_batch", error = %Escaped(&bad.reason),
+                "unreadable batch parked on DeadLetter"
+            );
+            let letter = dead_letter(S::NAME, &fetched, Parked::Batch(bad), now_ms);
+            commit.outbox.push(outbox_entry(&letter, fetched.partition));
+        }
         for rec in &fetched.records {
             match decode_record(kafka::raw_record(fetched.topic, rec)) {
                 Err(error) => {
                     let key = rec.record.key.as_deref().map(String::from_utf8_lossy);
+                    let key = key.as_deref().map(|k| text::truncated(k, LOGGED_KEY_MAX).0);
                     warn!(
-                        topic = %fetched.topic, partition = fetched.partition, offset = rec.offset, key = key.as_deref(),
-                        error_code = error.code(), %error,
+                        topic = %fetched.topic, partition = fetched.partition, offset = rec.offset, key,
+                        error_code = error.code(), error = %Escaped(&error.to_string()),
                         "bad record parked on DeadLetter"
                     );
-                    let letter = dead_letter(S::NAME, &fetched, rec, &error, now_ms);
+                    let letter = dead_letter(S::NAME, &fetched, Parked::Record(rec, &error), now_ms);
                     commit.outbox.push(outbox_entry(&letter, fetched.partition));
                 }
                 Ok(input) => {
@@ -501,8 +515,10 @@ fn process_batch<S: Service>(
                     }
                 }
             }
-            commit.offsets.insert((fetched.topic, fetched.partition), rec.offset + 1);
         }
+        // Past the records, and past whatever the fetch skipped (transaction markers, aborted
+        // transactions) or parked.
+        commit.offsets.insert((fetched.topic, fetched.partition), fetched.next_offset);
     }
     commit.add_table_changes(service.tables())?;
     Ok(commit)
@@ -521,51 +537,116 @@ fn outbox_entry(envelope: &Envelope, partition: i32) -> OutboxEntry {
 
 /// Most bytes of the bad record's value copied into its dead letter.
 const DEAD_LETTER_PAYLOAD_MAX: usize = 64 * 1024;
+/// Most bytes of a key, and of each header value, copied into a dead letter; most headers.
+const DEAD_LETTER_KEY_MAX: usize = 1024;
+const DEAD_LETTER_HEADERS_MAX: usize = 64;
+/// Most bytes of a whole dead letter's JSON: well below any topic's `max.message.bytes` worth
+/// running (Kafka's default is 1 MiB), so a dead letter is never refused for its size. Escaping
+/// can make the JSON several times the bytes copied, so the payload copy shrinks until it fits.
+pub const DEAD_LETTER_MAX_BYTES: usize = 128 * 1024;
+/// Most bytes of a bad record's key printed in its log line.
+const LOGGED_KEY_MAX: usize = 128;
 
-/// The dead letter for a record `service` could not decode: origin, reason, and the record.
-fn dead_letter(
-    service: &str,
-    fetched: &Fetched,
-    rec: &rskafka::record::RecordAndOffset,
-    error: &shared_events::DecodeError,
-    now_ms: i64,
-) -> Envelope {
-    let whole = rec.record.value.as_deref().unwrap_or_default();
-    // The copy must itself fit in a Kafka record; the original stays on its topic in full.
-    let value = &whole[..whole.len().min(DEAD_LETTER_PAYLOAD_MAX)];
-    let (payload, payload_hex) = match std::str::from_utf8(value) {
-        Ok(text) => (Some(text.to_owned()), None),
-        Err(_) => (None, Some(value.iter().map(|b| format!("{b:02x}")).collect())),
+/// What a dead letter parks: one record that did not decode, or a batch that could not be read.
+enum Parked<'a> {
+    Record(&'a rskafka::record::RecordAndOffset, &'a shared_events::DecodeError),
+    Batch(&'a rskafka::client::partition::UnreadableBatch),
+}
+
+/// The dead letter for what `service` could not process: origin, reason, and a copy of the
+/// input bounded by [`DEAD_LETTER_MAX_BYTES`] (the original stays on its topic in full).
+fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64) -> Envelope {
+    let (offset, last_offset, error_code, error, key, headers, value, is_text) = match parked {
+        Parked::Record(rec, error) => (
+            rec.offset,
+            None,
+            error.code(),
+            error.to_string(),
+            rec.record.key.as_deref(),
+            Some(&rec.record.headers),
+            rec.record.value.as_deref().unwrap_or_default(),
+            true,
+        ),
+        Parked::Batch(bad) => (
+            bad.first_offset,
+            (bad.last_offset > bad.first_offset).then_some(bad.last_offset),
+            "unreadable_batch",
+            bad.reason.clone(),
+            None,
+            None,
+            bad.bytes.as_slice(),
+            false,
+        ),
     };
-    let letter = DeadLetter {
-        order_id: shared_events::envelope::sniff_order_id(value),
+    let (key, key_truncated) = match key.map(String::from_utf8_lossy) {
+        Some(k) => {
+            let (kept, cut) = text::truncated(&k, DEAD_LETTER_KEY_MAX);
+            (Some(kept.to_owned()), cut)
+        }
+        None => (None, false),
+    };
+    let mut headers_truncated = false;
+    let headers = headers
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, (k, v))| {
+            headers_truncated |= i >= DEAD_LETTER_HEADERS_MAX;
+            let value = String::from_utf8_lossy(v);
+            let (name, name_cut) = text::truncated(k, DEAD_LETTER_KEY_MAX);
+            let (value, value_cut) = text::truncated(&value, DEAD_LETTER_KEY_MAX);
+            headers_truncated |= name_cut || value_cut;
+            (i < DEAD_LETTER_HEADERS_MAX).then(|| (name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    let mut letter = DeadLetter {
+        order_id: if is_text { shared_events::envelope::sniff_order_id(value) } else { None },
         service: service.to_owned(),
         source_topic: fetched.topic.as_str().to_owned(),
         source_partition: fetched.partition,
-        source_offset: rec.offset,
-        error_code: error.code().to_owned(),
-        error: error.to_string(),
-        key: rec.record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
-        payload,
-        payload_hex,
-        payload_truncated: value.len() < whole.len(),
-        headers: rec
-            .record
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-            .collect(),
+        source_offset: offset,
+        error_code: error_code.to_owned(),
+        error: text::truncated(&error, DEAD_LETTER_KEY_MAX).0.to_owned(),
+        key,
+        payload: None,
+        payload_hex: None,
+        payload_truncated: false,
+        headers,
+        source_last_offset: last_offset,
+        key_truncated,
+        headers_truncated,
     };
-    Envelope {
+    let envelope = |event| Envelope {
         meta: Metadata {
-            event_id: EventId::dead_letter(service, fetched.topic.as_str(), fetched.partition, rec.offset),
+            event_id: EventId::dead_letter(service, fetched.topic.as_str(), fetched.partition, offset),
             event_type: Topic::DeadLetter,
             schema_version: SCHEMA_VERSION,
             causation_id: None,
             occurred_at_ms: now_ms,
             saga_started_at_ms: now_ms,
         },
-        event: Event::DeadLetter(letter),
+        event: Event::DeadLetter(event),
+    };
+    let whole_text = if is_text { std::str::from_utf8(value).ok() } else { None };
+    let mut budget = DEAD_LETTER_PAYLOAD_MAX;
+    loop {
+        letter.payload_truncated = match whole_text {
+            Some(whole) => {
+                let (kept, cut) = text::truncated(whole, budget);
+                letter.payload = Some(kept.to_owned());
+                cut
+            }
+            None => {
+                let copied = &value[..value.len().min(budget / 2)];
+                letter.payload_hex = Some(copied.iter().map(|b| format!("{b:02x}")).collect());
+                copied.len() < value.len()
+            }
+        };
+        let candidate = envelope(letter.clone());
+        if budget == 0 || candidate.event.to_json().len() <= DEAD_LETTER_MAX_BYTES {
+            return candidate;
+        }
+        budget /= 4;
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionFetch, UnknownTopicHandling, UnreadableBatch};
 use rskafka::client::broker::{BrokerClient, FetchPartition};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::{Record, RecordAndOffset};
@@ -42,6 +42,12 @@ pub struct Fetched {
     pub topic: Topic,
     pub partition: i32,
     pub records: Vec<RecordAndOffset>,
+    /// Batches the client could not read (a codec this build lacks, a corrupt batch), each to
+    /// be parked on DeadLetter as one range of offsets.
+    pub unreadable: Vec<UnreadableBatch>,
+    /// Where reading this partition goes on: past the records, and past what the fetch skipped
+    /// (transaction markers, aborted transactions, unreadable batches).
+    pub next_offset: i64,
     /// The first time this fetcher has read up to the partition's end: from then on the
     /// service has seen what was there when it started.
     pub caught_up: bool,
@@ -298,8 +304,8 @@ async fn fetch_from_leader(
                         };
                         let input = &mut inputs[k];
                         match answer.result {
-                            Ok((records, high_watermark)) => {
-                                if let Some(fetched) = take_fetched(input, records, high_watermark) {
+                            Ok(fetch) => {
+                                if let Some(fetched) = take_fetched(input, fetch) {
                                     if tx.send(fetched).await.is_err() {
                                         return None; // the loop stopped
                                     }
@@ -371,15 +377,33 @@ async fn leadership_moved(client: &Client, names: &[String], inputs: &[Input], l
 
 /// What one fetch of `input` brought that the loop has not seen, advancing the input past it;
 /// `None` if there is nothing to send.
-fn take_fetched(input: &mut Input, mut records: Vec<RecordAndOffset>, high_watermark: i64) -> Option<Fetched> {
-    records.retain(|r| input.offset.is_none_or(|o| r.offset >= o));
+fn take_fetched(input: &mut Input, fetch: PartitionFetch) -> Option<Fetched> {
+    let PartitionFetch { mut records, mut unreadable, next_offset, high_watermark, last_stable_offset } = fetch;
+    let from = input.offset;
+    records.retain(|r| from.is_none_or(|o| r.offset >= o));
     records.sort_by_key(|r| r.offset);
-    if let Some(last) = records.last() {
-        input.offset = Some(last.offset + 1);
+    unreadable.retain(|u| from.is_none_or(|o| u.last_offset >= o));
+    for u in &mut unreadable {
+        u.first_offset = u.first_offset.max(from.unwrap_or(i64::MIN));
     }
-    let caught_up = !input.announced_caught_up && input.offset.is_some_and(|o| o >= high_watermark);
+    let past_records = records.last().map(|r| r.offset + 1);
+    let past_unreadable = unreadable.iter().map(|u| u.last_offset + 1).max();
+    let next = [from, next_offset, past_records, past_unreadable].into_iter().flatten().max();
+    let advanced = next != from;
+    input.offset = next;
+    // Read committed: nothing past the last stable offset comes back while a transaction is
+    // open, so that is the end to catch up with.
+    let end = last_stable_offset.filter(|o| *o >= 0).map_or(high_watermark, |o| o.min(high_watermark));
+    let caught_up = !input.announced_caught_up && input.offset.is_some_and(|o| o >= end);
     input.announced_caught_up |= caught_up;
-    (!records.is_empty() || caught_up).then_some(Fetched { topic: input.topic, partition: input.partition, records, caught_up })
+    (advanced || caught_up).then(|| Fetched {
+        topic: input.topic,
+        partition: input.partition,
+        records,
+        unreadable,
+        next_offset: input.offset.unwrap_or_default(),
+        caught_up,
+    })
 }
 
 /// The earliest offset Kafka still has for a partition (a one-off, on its own connection).
@@ -550,18 +574,23 @@ mod tests {
         RecordAndOffset { record: record(1), offset }
     }
 
+    fn fetch(records: Vec<RecordAndOffset>, high_watermark: i64) -> PartitionFetch {
+        let next_offset = records.iter().map(|r| r.offset + 1).max();
+        PartitionFetch { records, next_offset, high_watermark, ..PartitionFetch::default() }
+    }
+
     #[test]
     fn a_fetch_yields_only_unseen_records_in_order_and_catching_up_is_announced_once() {
         let mut input = Input::new(Topic::OrderCreated, 0, Some(5));
         // Kafka returns whole record batches, so records before the asked offset come back.
-        let fetched = take_fetched(&mut input, vec![at(6), at(4), at(5)], 10).unwrap();
+        let fetched = take_fetched(&mut input, fetch(vec![at(6), at(4), at(5)], 10)).unwrap();
         assert_eq!(fetched.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6]);
         assert!(!fetched.caught_up);
-        assert_eq!(input.offset, Some(7));
-        assert!(take_fetched(&mut input, vec![at(6)], 10).is_none(), "nothing new, not caught up");
-        let end = take_fetched(&mut input, vec![at(7), at(8), at(9)], 10).unwrap();
+        assert_eq!((input.offset, fetched.next_offset), (Some(7), 7));
+        assert!(take_fetched(&mut input, fetch(vec![at(6)], 10)).is_none(), "nothing new, not caught up");
+        let end = take_fetched(&mut input, fetch(vec![at(7), at(8), at(9)], 10)).unwrap();
         assert!(end.caught_up);
-        let idle = take_fetched(&mut input, Vec::new(), 10);
+        let idle = take_fetched(&mut input, fetch(Vec::new(), 10));
         assert!(idle.is_none(), "caught up is announced once");
         assert_eq!(input.offset, Some(10));
     }
@@ -569,8 +598,31 @@ mod tests {
     #[test]
     fn an_empty_partition_is_caught_up_at_once() {
         let mut input = Input::new(Topic::PaymentCompleted, 2, Some(0));
-        let fetched = take_fetched(&mut input, Vec::new(), 0).unwrap();
+        let fetched = take_fetched(&mut input, fetch(Vec::new(), 0)).unwrap();
         assert!(fetched.caught_up && fetched.records.is_empty());
+    }
+
+    #[test]
+    fn skipped_batches_advance_the_offset_and_unreadable_ones_are_clipped_to_it() {
+        let mut input = Input::new(Topic::OrderCreated, 0, Some(3));
+        // Only a transaction marker at offset 3: nothing to process, but the offset moves on.
+        let marker = PartitionFetch { next_offset: Some(4), high_watermark: 9, ..PartitionFetch::default() };
+        let fetched = take_fetched(&mut input, marker).unwrap();
+        assert!(fetched.records.is_empty() && fetched.unreadable.is_empty());
+        assert_eq!(fetched.next_offset, 4);
+        // A batch covering 2..=6 that cannot be read: parked from the asked offset on.
+        let bad = UnreadableBatch { first_offset: 2, last_offset: 6, reason: "zstd".into(), bytes: vec![1] };
+        let fetch = PartitionFetch {
+            records: vec![at(7)],
+            unreadable: vec![bad],
+            next_offset: Some(8),
+            high_watermark: 9,
+            last_stable_offset: Some(8),
+        };
+        let fetched = take_fetched(&mut input, fetch).unwrap();
+        assert_eq!((fetched.unreadable[0].first_offset, fetched.unreadable[0].last_offset), (4, 6));
+        assert_eq!(fetched.next_offset, 8);
+        assert!(fetched.caught_up, "an open transaction's records are not waited for");
     }
 
     #[test]

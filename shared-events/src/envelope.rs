@@ -308,7 +308,10 @@ pub fn sniff_order_id(json: &[u8]) -> Option<crate::OrderId> {
     struct Sniff {
         order_id: crate::OrderId,
     }
-    serde_json::from_slice::<Sniff>(json).ok().map(|s| s.order_id).filter(|o| !o.0.is_empty())
+    serde_json::from_slice::<Sniff>(json)
+        .ok()
+        .map(|s| s.order_id)
+        .filter(|o| !o.0.is_empty() && !crate::text::has_control(&o.0))
 }
 
 /// Deserializes JSON, turning serde's message into the path of the wrong field and a reason.
@@ -397,6 +400,10 @@ mod tests {
             (TYPED.replace(r#""customer_id":"alice""#, r#""customer_id":"""#), "customer_id", "must not be empty"),
             (TYPED.replace(r#""country":"US""#, r#""city":"Paris""#), "ship_to.country", "is required"),
             (r#"{"order_id":"o-1","customer_id":"a","items":[],"ship_to":{"country":"US"}}"#.to_owned(), "items", "at least one"),
+            // A newline in an id could forge a log line when the id is printed.
+            (TYPED.replace(r#""o-1""#, r#""o-1\nINFO step: wallet charged""#), "order_id", "control characters"),
+            (TYPED.replace(r#""alice""#, r#""al\u001bice""#), "customer_id", "control characters"),
+            (TYPED.replace(r#""widget""#, r#""wid\tget""#), "items[0].sku", "control characters"),
         ];
         for (json, field, reason) in cases {
             let (f, r) = field_err(&json);
@@ -503,7 +510,7 @@ mod tests {
                 ShippingFailed { order_id, country, reason: ShippingFailureReason::DestinationNotServed }.into()
             }),
             (id.clone(), arb_string()).prop_map(|(order_id, shipment_id)| OrderCompleted { order_id, shipment_id }.into()),
-            (id.clone(), ".*").prop_map(|(order_id, detail)| {
+            (id.clone(), "[^\\p{Cc}]*").prop_map(|(order_id, detail)| {
                 OrderCancelled { order_id, reason: CancelReason::StockFailed, detail }.into()
             }),
             (id.clone(), arb_string(), any::<u64>()).prop_map(|(order_id, customer_id, amount_cents)| {
@@ -530,6 +537,9 @@ mod tests {
                     payload_hex: None,
                     payload_truncated: false,
                     headers: BTreeMap::new(),
+                    source_last_offset: None,
+                    key_truncated: false,
+                    headers_truncated: false,
                 }
                 .into()
             }),

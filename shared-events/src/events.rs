@@ -263,6 +263,16 @@ pub struct DeadLetter {
     pub payload_truncated: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The last offset of the range this entry parks, when it is more than one record: a batch
+    /// the client could not read at all (an unknown codec, a corrupt batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_last_offset: Option<i64>,
+    /// The key copy is cut short (the original stays on its topic).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key_truncated: bool,
+    /// Some header copies are cut short or left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub headers_truncated: bool,
 }
 
 macro_rules! reason_codes {
@@ -387,9 +397,18 @@ impl Event {
     /// Checks what the types cannot: non-empty ids, positive quantities, a total that fits.
     /// Returns the path of the offending field and why.
     pub(crate) fn validate(&self) -> Result<(), (String, &'static str)> {
+        // Ids are printed in logs as they are; a control character in one could start a forged
+        // log line, and is never part of a real id.
         fn non_empty(field: &str, value: &str) -> Result<(), (String, &'static str)> {
             if value.trim().is_empty() {
                 Err((field.to_owned(), "must not be empty"))
+            } else {
+                plain(field, value)
+            }
+        }
+        fn plain(field: &str, value: &str) -> Result<(), (String, &'static str)> {
+            if crate::text::has_control(value) {
+                Err((field.to_owned(), "must not contain control characters"))
             } else {
                 Ok(())
             }
@@ -428,11 +447,23 @@ impl Event {
                 non_empty("ship_to.country", &e.ship_to.country)
             }
             Event::PaymentCompleted(e) => {
+                plain("customer_id", &e.customer_id)?;
                 lines(&e.items)?;
                 non_empty("ship_to.country", &e.ship_to.country)
             }
+            Event::PaymentFailed(e) => plain("customer_id", &e.customer_id),
+            Event::PaymentRefunded(e) => plain("customer_id", &e.customer_id),
             Event::StockReserved(e) => stock_lines(&e.items),
             Event::StockReleased(e) => stock_lines(&e.items),
+            Event::StockFailed(e) => plain("sku", &e.sku),
+            Event::ShipmentScheduled(e) => {
+                plain("shipment_id", &e.shipment_id)?;
+                plain("country", &e.country)
+            }
+            Event::ShippingFailed(e) => plain("country", &e.country),
+            Event::OrderCompleted(e) => plain("shipment_id", &e.shipment_id),
+            Event::ShipmentCancelled(e) => plain("shipment_id", &e.shipment_id),
+            Event::OrderCancelled(e) => plain("detail", &e.detail),
             _ => Ok(()),
         }
     }

@@ -6,6 +6,7 @@
 //! - [`events`]: the payload of each event (serde, snake_case JSON) and the [`Event`] sum type.
 //! - [`envelope`]: [`Metadata`] carried in Kafka headers, [`Envelope`] = metadata + event,
 //!   and the typed decode of a record into an envelope ([`decode_record`]).
+//! - [`text`]: input text made safe for logs (control characters escaped) and truncated.
 //! - [`partitioner`]: Kafka's Java-compatible murmur2 key partitioner, so tools place an order
 //!   where a Java client (or `kcat -X partitioner=murmur2_random`) would.
 //!
@@ -14,6 +15,7 @@
 pub mod envelope;
 pub mod events;
 pub mod partitioner;
+pub mod text;
 pub mod topic;
 
 pub use envelope::{

@@ -15,7 +15,7 @@ use crate::{
     client::{
         error::{Error, RequestContext, Result, ServerErrorResponse},
         metadata_cache::MetadataCacheGeneration,
-        partition::{build_produce_partition_data, extract_records, Compression},
+        partition::{build_produce_partition_data, extract_partition, Compression, PartitionFetch},
     },
     connection::{BrokerConnection, BrokerConnector, MetadataLookupMode},
     protocol::{
@@ -26,7 +26,7 @@ use crate::{
         },
         primitives::*,
     },
-    record::{Record, RecordAndOffset},
+    record::Record,
 };
 
 /// One partition to fetch, from `offset`.
@@ -37,13 +37,13 @@ pub struct FetchPartition {
     pub offset: i64,
 }
 
-/// What one fetch brought back for one partition: its records from the requested offset on
-/// and its high watermark, or the broker's error for that partition.
+/// What one fetch brought back for one partition: what it holds from the requested offset on
+/// (read committed, batch by batch), or the broker's error for that partition.
 #[derive(Debug)]
 pub struct PartitionRecords {
     pub topic: String,
     pub partition: i32,
-    pub result: Result<(Vec<RecordAndOffset>, i64)>,
+    pub result: Result<PartitionFetch>,
 }
 
 /// What one produce did for one partition: the offset of its first record, or the error.
@@ -168,8 +168,7 @@ impl BrokerClient {
                         }),
                         is_virtual: false,
                     }),
-                    None => extract_records(partition.records.0, offset)
-                        .map(|records| (records, partition.high_watermark.0)),
+                    None => Ok(extract_partition(&partition, offset)),
                 };
                 out.push(PartitionRecords { topic: topic.topic.0.clone(), partition: index, result });
             }

@@ -23,7 +23,7 @@ use crate::{
     throttle::maybe_throttle,
     validation::ExactlyOne,
 };
-use chrono::{DateTime, LocalResult, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use std::{
     ops::{ControlFlow, Deref, Range},
     sync::Arc,
@@ -264,9 +264,11 @@ impl PartitionClient {
         )
         .await?;
 
-        let records = extract_records(partition.records.0, offset)?;
+        // Patched: read committed, batch by batch. A batch that cannot be read is left out here,
+        // like a compacted gap; `BrokerClient::fetch` reports it.
+        let fetched = extract_partition(&partition, offset);
 
-        Ok((records, partition.high_watermark.0))
+        Ok((fetched.records, fetched.high_watermark))
     }
 
     /// Get offset for this partition.
@@ -842,71 +844,142 @@ fn process_fetch_response(
     Ok(response_partition)
 }
 
-pub(crate) fn extract_records(
-    partition_records: Vec<RecordBatch>,
+/// Patched in: a batch of a fetched partition this client could not read (a codec this build
+/// lacks, a failed CRC, a malformed record), named by the offsets it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableBatch {
+    /// The first offset it covers at or after the fetched offset.
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// Why it could not be read.
+    pub reason: String,
+    /// The batch as the broker sent it (from its base offset).
+    pub bytes: Vec<u8>,
+}
+
+/// Patched in: what one partition of a fetch response holds, read like a Java consumer with
+/// `isolation.level=read_committed`.
+#[derive(Debug, Default)]
+pub struct PartitionFetch {
+    /// Records at or after the fetched offset, in offset order: neither transaction markers
+    /// nor the records of aborted transactions.
+    pub records: Vec<RecordAndOffset>,
+    /// Batches that could not be read, in offset order.
+    pub unreadable: Vec<UnreadableBatch>,
+    /// The offset after the last whole batch in the response, whatever it held (records,
+    /// markers, aborted or unreadable batches): where the next fetch goes on. `None` if the
+    /// response held no whole batch.
+    pub next_offset: Option<i64>,
+    pub high_watermark: i64,
+    /// The offset up to which every transaction is decided: a read-committed fetch returns
+    /// nothing beyond it.
+    pub last_stable_offset: Option<i64>,
+}
+
+/// Patched in: reads a fetched partition batch by batch. One batch that cannot be read is
+/// reported in [`PartitionFetch::unreadable`] and the others are still read; control batches
+/// and the batches of aborted transactions (from the response's list, as the Java consumer
+/// does) are skipped.
+pub(crate) fn extract_partition(
+    partition: &FetchResponsePartition,
     request_offset: i64,
-) -> Result<Vec<RecordAndOffset>> {
-    let mut records = vec![];
+) -> PartitionFetch {
+    let mut out = PartitionFetch {
+        high_watermark: partition.high_watermark.0,
+        last_stable_offset: partition.last_stable_offset.map(|o| o.0),
+        ..PartitionFetch::default()
+    };
+    // Aborted transactions by first offset; a producer's transaction is aborted from its first
+    // offset until its marker.
+    let mut aborted: Vec<(i64, i64)> = partition
+        .aborted_transactions
+        .iter()
+        .map(|t| (t.first_offset.0, t.producer_id.0))
+        .collect();
+    aborted.sort_unstable();
+    let mut aborted = aborted.into_iter().peekable();
+    let mut aborting = std::collections::HashSet::new();
+    let unreadable = |first: i64, last: i64, reason: String, bytes: &[u8]| UnreadableBatch {
+        first_offset: first.max(request_offset),
+        last_offset: last,
+        reason,
+        bytes: bytes.to_vec(),
+    };
 
-    for batch in partition_records {
-        match batch.records {
-            ControlBatchOrRecords::ControlBatch(_) => {
-                // ignore
-            }
-            ControlBatchOrRecords::Records(protocol_records) => {
-                records.reserve(protocol_records.len());
-
-                for record in protocol_records {
-                    let offset = batch.base_offset + record.offset_delta as i64;
-                    if offset < request_offset {
-                        // Kafka does not split record batches on the server side, so we need to do this filtering on
-                        // the client side
-                        continue;
-                    }
-
-                    let timestamp_millis =
-                        match batch.first_timestamp.checked_add(record.timestamp_delta) {
-                            Some(ts) => ts,
-                            None => {
-                                return Err(Error::InvalidResponse(format!(
-                                    "Timestamp overflow (first_timestamp={}, delta={}",
-                                    batch.first_timestamp, record.timestamp_delta
-                                )));
-                            }
-                        };
-                    let timestamp = match Utc.timestamp_millis_opt(timestamp_millis) {
-                        LocalResult::None => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Not a valid timestamp ({timestamp_millis})"
-                            )));
-                        }
-                        LocalResult::Single(ts) => ts,
-                        LocalResult::Ambiguous(a, b) => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Ambiguous timestamp ({timestamp_millis}): {a} or {b}"
-                            )));
-                        }
-                    };
-
-                    records.push(RecordAndOffset {
-                        record: Record {
-                            key: record.key,
-                            value: record.value,
-                            headers: record
-                                .headers
-                                .into_iter()
-                                .map(|header| (header.key, header.value))
-                                .collect(),
-                            timestamp,
-                        },
-                        offset,
-                    })
+    for raw in split_batches(&partition.records.0) {
+        let (header, bytes) = match raw {
+            RawBatch::Batch(header, bytes) => (header, bytes),
+            RawBatch::Unframed { base_offset, reason, bytes } => {
+                if base_offset >= request_offset {
+                    out.unreadable.push(unreadable(base_offset, base_offset, reason, bytes));
+                    out.next_offset = Some(base_offset + 1);
                 }
+                break;
+            }
+        };
+        let last_offset = header.last_offset();
+        out.next_offset = Some(out.next_offset.map_or(last_offset + 1, |n| n.max(last_offset + 1)));
+        if last_offset < request_offset {
+            continue;
+        }
+        if header.producer_id >= 0 {
+            while let Some((_, producer)) = aborted.next_if(|(first, _)| *first <= last_offset) {
+                aborting.insert(producer);
             }
         }
+        if header.is_control() {
+            // A marker ends its producer's transaction, committed or aborted.
+            aborting.remove(&header.producer_id);
+            continue;
+        }
+        if header.is_transactional() && aborting.contains(&header.producer_id) {
+            continue;
+        }
+        let batch = match <RecordBatch as crate::protocol::traits::ReadType<_>>::read(&mut std::io::Cursor::new(bytes)) {
+            Ok(batch) => batch,
+            Err(e) => {
+                out.unreadable.push(unreadable(header.base_offset, last_offset, e.to_string(), bytes));
+                continue;
+            }
+        };
+        let ControlBatchOrRecords::Records(records) = batch.records else {
+            continue;
+        };
+        for record in records {
+            let offset = batch.base_offset + record.offset_delta as i64;
+            if offset < request_offset {
+                // Kafka does not split record batches on the server side, so we need to do this filtering on
+                // the client side
+                continue;
+            }
+            let timestamp = batch
+                .first_timestamp
+                .checked_add(record.timestamp_delta)
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+            let Some(timestamp) = timestamp else {
+                let reason = format!(
+                    "Not a valid timestamp (first_timestamp={}, delta={})",
+                    batch.first_timestamp, record.timestamp_delta
+                );
+                out.unreadable.push(unreadable(offset, offset, reason, &[]));
+                continue;
+            };
+            out.records.push(RecordAndOffset {
+                record: Record {
+                    key: record.key,
+                    value: record.value,
+                    headers: record
+                        .headers
+                        .into_iter()
+                        .map(|header| (header.key, header.value))
+                        .collect(),
+                    timestamp,
+                },
+                offset,
+            })
+        }
     }
-
-    Ok(records)
+    out
 }
 
 fn build_list_offsets_request(partition: i32, topic: &str, at: OffsetAt) -> ListOffsetsRequest {

@@ -813,6 +813,13 @@ where
 {
     fn read(reader: &mut R) -> Result<Self, ReadError> {
         let buf = NullableBytes::read(reader)?.0.unwrap_or_default();
+        Self::from_bytes(buf)
+    }
+}
+
+impl Records {
+    /// Reads every whole batch in `buf`; the first that cannot be read fails them all.
+    pub fn from_bytes(buf: Vec<u8>) -> Result<Self, ReadError> {
         let len = u64::try_from(buf.len())?;
         let mut buf = Cursor::new(buf);
 
@@ -832,6 +839,22 @@ where
         }
 
         Ok(Self(batches))
+    }
+}
+
+/// Patched in: a partition's record batches as fetched, still bytes. Parsed as a whole (as
+/// [`Records`]), one batch the client cannot read made the whole fetch response unreadable, for
+/// every partition in it; kept as bytes, each batch is read (or fails) on its own
+/// ([`split_batches`](super::record::split_batches)).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RawRecords(pub Vec<u8>);
+
+impl<R> ReadType<R> for RawRecords
+where
+    R: Read,
+{
+    fn read(reader: &mut R) -> Result<Self, ReadError> {
+        Ok(Self(NullableBytes::read(reader)?.0.unwrap_or_default()))
     }
 }
 

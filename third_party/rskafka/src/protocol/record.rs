@@ -54,11 +54,19 @@ where
         let key = String::from_utf8(buf.into()).map_err(|e| ReadError::Malformed(Box::new(e)))?;
 
         // value
+        //
+        // Patched: a header value may be null (length -1; the Java client's `new
+        // RecordHeader(key, null)`, kcat's `-H key`). It reads as empty, as this type has no
+        // null; before, the whole fetch response failed to parse.
         let len = Varint::read(reader)?;
-        let len = usize::try_from(len.0).map_err(|e| ReadError::Malformed(Box::new(e)))?;
-        let mut value = VecBuilder::new(len);
-        value = value.read_exact(reader)?;
-        let value = value.into();
+        let value = if len.0 == -1 {
+            Vec::new()
+        } else {
+            let len = usize::try_from(len.0).map_err(|e| ReadError::Malformed(Box::new(e)))?;
+            let mut value = VecBuilder::new(len);
+            value = value.read_exact(reader)?;
+            value.into()
+        };
 
         Ok(Self { key, value })
     }
@@ -525,8 +533,16 @@ impl RecordBatchBody {
                 ));
             }
 
-            let record = ControlBatchRecord::read(reader)?;
-            Ok(ControlBatchOrRecords::ControlBatch(record))
+            // Patched: a control record is an ordinary record whose key holds the version and
+            // the type (and whose value holds the version and the coordinator epoch). Reading
+            // the key's fields straight from the record's framing failed at every marker a
+            // transactional producer leaves ("Unknown control batch record version: 8192").
+            let record = Record::read(reader)?;
+            let key = record.key.ok_or_else(|| {
+                ReadError::Malformed("Control record has no key".to_string().into())
+            })?;
+            let marker = ControlBatchRecord::read(&mut Cursor::new(key))?;
+            Ok(ControlBatchOrRecords::ControlBatch(marker))
         } else {
             let mut records = VecBuilder::new(n_records);
             for _ in 0..n_records {
@@ -759,7 +775,20 @@ impl RecordBatchBodyRef<'_> {
         W: Write,
     {
         match records {
-            ControlBatchOrRecords::ControlBatch(control_batch) => control_batch.write(writer),
+            ControlBatchOrRecords::ControlBatch(control_batch) => {
+                // Patched: framed as a record, as Kafka writes it (see `read_records`). The
+                // value is version 0 and a coordinator epoch of 0.
+                let mut key = vec![];
+                control_batch.write(&mut key)?;
+                let record = Record {
+                    timestamp_delta: 0,
+                    offset_delta: 0,
+                    key: Some(key),
+                    value: Some(vec![0, 0, 0, 0, 0, 0]),
+                    headers: vec![],
+                };
+                record.write(writer)
+            }
             ControlBatchOrRecords::Records(records) => {
                 for record in records {
                     record.write(writer)?;
@@ -1004,6 +1033,106 @@ fn carefully_decompress_snappy(
 
         break Ok(output);
     }
+}
+
+/// Patched in: the fixed-size fields at the start of a record batch, read without checking
+/// its CRC or decoding its records, so that a batch this client cannot read (a codec this build
+/// lacks, a corrupt body) can still be named by its offsets and skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordBatchHeader {
+    pub base_offset: i64,
+    pub magic: i8,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub producer_id: i64,
+}
+
+impl RecordBatchHeader {
+    /// Bytes from `baseOffset` through `recordsCount` in a version-2 batch.
+    pub const LEN: usize = 61;
+
+    /// The offset of the batch's last record (the next batch starts after it).
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta.max(0)))
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.magic == 2 && (self.attributes >> 4) & 0x1 == 1
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.magic == 2 && (self.attributes >> 5) & 0x1 == 1
+    }
+}
+
+/// Patched in: one batch of a partition's fetched record bytes, as [`split_batches`] finds it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawBatch<'a> {
+    /// A whole batch, from its `baseOffset` to its end. Older message formats (magic 0 and 1)
+    /// share the framing; their header then says only the base offset and the magic.
+    Batch(RecordBatchHeader, &'a [u8]),
+    /// Bytes from `base_offset` on whose length field frames no batch; nothing after them can
+    /// be found.
+    Unframed {
+        base_offset: i64,
+        reason: String,
+        bytes: &'a [u8],
+    },
+}
+
+/// Patched in: splits a partition's record bytes from a fetch response into batches by their
+/// length fields alone. A batch cut off at the end (the response's size limit) is left out, as
+/// [`Records`](super::primitives::Records) does.
+pub fn split_batches(bytes: &[u8]) -> Vec<RawBatch<'_>> {
+    let be_i64 = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+    let be_i32 = |b: &[u8]| i32::from_be_bytes(b.try_into().unwrap_or([0; 4]));
+    let be_i16 = |b: &[u8]| i16::from_be_bytes(b.try_into().unwrap_or([0; 2]));
+    let mut batches = vec![];
+    let mut rest = bytes;
+    while rest.len() >= 12 {
+        let base_offset = be_i64(&rest[0..8]);
+        let length = be_i32(&rest[8..12]);
+        let unframed = |reason: String| RawBatch::Unframed {
+            base_offset,
+            reason,
+            bytes: rest,
+        };
+        // partitionLeaderEpoch and magic, at least.
+        let Some(length) = usize::try_from(length).ok().filter(|l| *l >= 5) else {
+            batches.push(unframed(format!("Record batch length {length} is too small")));
+            break;
+        };
+        let end = 12 + length;
+        if end > rest.len() {
+            break;
+        }
+        let batch = &rest[..end];
+        let magic = batch[16] as i8;
+        let header = if magic != 2 {
+            RecordBatchHeader {
+                base_offset,
+                magic,
+                attributes: 0,
+                last_offset_delta: 0,
+                producer_id: -1,
+            }
+        } else if end < RecordBatchHeader::LEN {
+            batches.push(unframed(format!("Record batch length {length} is too small")));
+            break;
+        } else {
+            RecordBatchHeader {
+                base_offset,
+                magic,
+                attributes: be_i16(&batch[21..23]),
+                last_offset_delta: be_i32(&batch[23..27]),
+                producer_id: be_i64(&batch[43..51]),
+            }
+        };
+        batches.push(RawBatch::Batch(header, batch));
+        rest = &rest[end..];
+    }
+    batches
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use crate::protocol::{
     api_version::{ApiVersion, ApiVersionRange},
     error::Error as ApiError,
     messages::{IsolationLevel, read_versioned_array, write_versioned_array},
-    primitives::{Int8, Int16, Int32, Int64, Records, String_},
+    primitives::{Int8, Int16, Int32, Int64, RawRecords, String_},
     traits::{ReadType, WriteType},
 };
 
@@ -212,8 +212,8 @@ pub struct FetchResponsePartition {
     /// Added in version 4.
     pub aborted_transactions: Vec<FetchResponseAbortedTransaction>,
 
-    /// The record data.
-    pub records: Records,
+    /// The record data, as bytes (patched: read batch by batch by the caller).
+    pub records: RawRecords,
 }
 
 impl<R> ReadVersionedType<R> for FetchResponsePartition
@@ -234,7 +234,7 @@ where
                 .transpose()?
                 .flatten()
                 .unwrap_or_default(),
-            records: Records::read(reader)?,
+            records: RawRecords::read(reader)?,
         })
     }
 }
