@@ -48,6 +48,12 @@ impl<T> OneShot<T> {
         (filler, future)
     }
 
+    /// Patched: whether the `OneShot` is complete, or its
+    /// `OneShotFiller` dropped, without blocking.
+    pub fn is_filled(&self) -> bool {
+        self.mu.lock().filled
+    }
+
     /// Block on the `OneShot`'s completion
     /// or dropping of the `OneShotFiller`
     pub fn wait(self) -> Option<T> {

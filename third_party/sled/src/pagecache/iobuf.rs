@@ -287,6 +287,32 @@ impl StabilityIntervals {
     }
 }
 
+/// Patched: the buffer writes handed to the threadpool that may still be
+/// running. A job wakes the threads waiting for its write (`mark_interval`)
+/// before it returns and drops its `Arc<IoBufs>`, and with it the file and
+/// the lock on it, so `Log::drop` waits for them: dropping the last `Db`
+/// handle closes the file, and the database can be opened again right away.
+/// `threadpool::spawn` fills a job's `OneShot` only after the job has dropped
+/// what it captured.
+#[derive(Debug, Default)]
+pub(crate) struct PoolWrites(Mutex<Vec<OneShot<()>>>);
+
+impl PoolWrites {
+    pub(in crate::pagecache) fn push(&self, write: OneShot<()>) {
+        let mut writes = self.0.lock();
+        // only a few writes are ever in flight: forget those that returned
+        writes.retain(|write| !write.is_filled());
+        writes.push(write);
+    }
+
+    pub(in crate::pagecache) fn wait(&self) {
+        let writes = std::mem::take(&mut *self.0.lock());
+        for write in writes {
+            let _ = write.wait();
+        }
+    }
+}
+
 pub(crate) struct IoBufs {
     pub config: RunningConfig,
 
@@ -314,6 +340,7 @@ pub(crate) struct IoBufs {
     pub segment_accountant: Mutex<SegmentAccountant>,
     pub segment_cleaner: SegmentCleaner,
     deferred_segment_ops: stack::Stack<SegmentOp>,
+    pub pool_writes: PoolWrites,
     #[cfg(feature = "io_uring")]
     pub submission_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
@@ -417,6 +444,7 @@ impl IoBufs {
             segment_accountant: Mutex::new(segment_accountant),
             segment_cleaner,
             deferred_segment_ops: stack::Stack::default(),
+            pool_writes: PoolWrites::default(),
             #[cfg(feature = "io_uring")]
             submission_mutex: Mutex::new(()),
             #[cfg(feature = "io_uring")]
@@ -1204,9 +1232,11 @@ fn seal_and_write_iobuf(
             }
             return Ok(());
         }
+        // Patched: kept until `Log::drop`, see `PoolWrites`.
+        let pool_writes = &iobufs.pool_writes;
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
-        let _result = threadpool::spawn(move || {
+        let write = threadpool::spawn(move || {
             if let Err(e) = iobufs.write_to_log(&iobuf) {
                 error!(
                     "hit error while writing iobuf with lsn {}: {:?}",
@@ -1228,7 +1258,10 @@ fn seal_and_write_iobuf(
         })?;
 
         #[cfg(feature = "event_log")]
-        _result.wait();
+        write.wait();
+
+        #[cfg(not(feature = "event_log"))]
+        pool_writes.push(write);
 
         Ok(())
     } else {

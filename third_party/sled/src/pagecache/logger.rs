@@ -435,7 +435,7 @@ impl Log {
             );
             let iobufs = self.iobufs.clone();
             let iobuf = iobuf.clone();
-            threadpool::spawn(move || {
+            let write = threadpool::spawn(move || {
                 if let Err(e) = iobufs.write_to_log(&iobuf) {
                     error!(
                         "hit error while writing iobuf with lsn {}: {:?}",
@@ -444,6 +444,9 @@ impl Log {
                     iobufs.config.set_global_error(e);
                 }
             })?;
+
+            // Patched: kept until `Log::drop`, see `PoolWrites`.
+            self.iobufs.pool_writes.push(write);
 
             Ok(())
         } else {
@@ -466,6 +469,14 @@ impl Drop for Log {
         if !self.config.temporary {
             self.config.file.sync_all().unwrap();
         }
+
+        // Patched: the flush above returns once the threadpool jobs writing
+        // our buffers have written them, but each still holds the file (and
+        // its lock) until it returns, and may start a truncation that does
+        // too. Wait for both, so that the file is closed when the last `Db`
+        // handle is dropped and the database can be opened again at once.
+        self.iobufs.pool_writes.wait();
+        self.iobufs.with_sa(|sa| sa.wait_for_truncations());
 
         debug!("IoBufs dropped");
     }

@@ -978,6 +978,16 @@ impl SegmentAccountant {
         Ok(())
     }
 
+    /// Patched: waits for the file truncations that may still be running,
+    /// for `Log::drop`.
+    pub(super) fn wait_for_truncations(&mut self) {
+        for (_at, truncation) in self.async_truncations.split_off(&0) {
+            if let Some(Err(error)) = truncation.wait() {
+                error!("failed to shrink file: {:?}", error);
+            }
+        }
+    }
+
     fn bump_tip(&mut self) -> Result<LogOffset> {
         let lid = self.tip;
 
@@ -1090,19 +1100,20 @@ impl SegmentAccountant {
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
-        let (completer, promise) = OneShot::pair();
-
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        threadpool::spawn(move || {
+        // Patched: the job's own `OneShot`, which the threadpool fills once
+        // the job has dropped `config`, and with it the file and its lock,
+        // where the job used to fill one itself while holding them. See
+        // `Log::drop`.
+        let promise = threadpool::spawn(move || -> Result<()> {
             debug!("truncating file to length {}", at);
-            let res = config
+            config
                 .file
                 .set_len(at)
                 .and_then(|_| config.file.sync_all())
-                .map_err(|e| e.into());
-            completer.fill(res);
+                .map_err(|e| e.into())
         })?;
 
         if self.async_truncations.insert(at, promise).is_some() {
