@@ -10,6 +10,18 @@
 # Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1),
 # KAFKA_HOME (<repo>/.kafka): where data, config and logs live (jars stay in <repo>/.kafka/libs),
 # KAFKA_STOP_WITH_PID: stop the broker and delete its data once that process is gone (tests).
+#
+# Secured listeners, off unless asked (PLAINTEXT on KAFKA_PORT stays, for inter-broker and admin):
+#   KAFKA_SASL_SSL_PORT  also SASL_SSL on 127.0.0.1:that port: PLAIN, SCRAM-SHA-256 and
+#                        SCRAM-SHA-512, user `saga`, password `saga-secret`
+#   KAFKA_SSL_PORT       also SSL on 127.0.0.1:that port, ssl.client.auth=required (mutual TLS)
+# With either, the first start makes a throwaway CA and certificates in
+# <KAFKA_HOME>/broker-<KAFKA_PORT>/tls/: ca.pem (the CA); client.pem + client.key (a client
+# certificate from it, CN=saga; PKCS#8 key, no passphrase) and client.keystore.p12 (the same for
+# Java); broker.keystore.p12 (for DNS:localhost, IP:127.0.0.1) and truststore.p12 (the CA);
+# other-ca.pem, other-client.pem + other-client.key from an unrelated CA (untrusted-certificate
+# tests). The .p12 files are PKCS12 with password `saga-tls`. SCRAM users are written when the
+# storage is formatted (a broker formatted without KAFKA_SASL_SSL_PORT gets them once it answers).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,6 +31,13 @@ home=${KAFKA_HOME:-$repo/.kafka}
 libs=$repo/.kafka/libs
 run=$home/broker-$port
 pidfile=$run/broker.pid
+sasl_ssl_port=${KAFKA_SASL_SSL_PORT:-}
+ssl_port=${KAFKA_SSL_PORT:-}
+tls=$run/tls
+tls_password=saga-tls
+# The SASL user: PLAIN's from the listener's JAAS configuration, SCRAM's from the metadata log.
+sasl_user=saga
+sasl_password=saga-secret
 
 say() { printf 'kafka.sh: %s\n' "$*" >&2; }
 
@@ -51,17 +70,82 @@ answers() {
   fi
 }
 
+# A throwaway CA, the broker's certificate and client certificates, in $tls (once).
+make_tls() {
+  if [ -f "$tls/.complete" ]; then return; fi
+  command -v openssl >/dev/null || { say "openssl is required for KAFKA_SASL_SSL_PORT / KAFKA_SSL_PORT"; exit 1; }
+  command -v keytool >/dev/null || { say "keytool (JDK) is required for KAFKA_SASL_SSL_PORT / KAFKA_SSL_PORT"; exit 1; }
+  say "making a throwaway CA and certificates in $tls"
+  rm -rf "$tls" && mkdir -p "$tls"
+  # errexit does not reach into a function run as `... || true`: see what it made instead.
+  (cd "$tls" && tls_files) >"$run/logs/tls.log" 2>&1 || true
+  local file
+  for file in ca.pem client.pem client.key client.keystore.p12 broker.keystore.p12 truststore.p12 \
+    other-ca.pem other-client.pem other-client.key; do
+    if [ ! -s "$tls/$file" ]; then say "could not make $tls/$file; see $run/logs/tls.log"; exit 1; fi
+  done
+  touch "$tls/.complete"
+}
+
+tls_files() {
+  # RSA 2048 and SHA-256: what every client here accepts (Java, librdkafka, rustls with ring).
+  local name pid pids=()
+  for name in ca broker client other-ca other-client; do
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$name.key" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  printf '%s\n' basicConstraints=critical,CA:TRUE keyUsage=critical,keyCertSign,cRLSign \
+    subjectKeyIdentifier=hash >ca.ext
+  printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
+    extendedKeyUsage=serverAuth subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    subjectKeyIdentifier=hash authorityKeyIdentifier=keyid >broker.ext
+  printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
+    extendedKeyUsage=clientAuth subjectKeyIdentifier=hash authorityKeyIdentifier=keyid >client.ext
+  # cert NAME SUBJECT EXTENSIONS [CA]: NAME.pem from NAME.key, signed by CA (itself without one).
+  cert() {
+    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
+    local signer=(-signkey "$1.key")
+    if [ -n "${4:-}" ]; then signer=(-CA "$4.pem" -CAkey "$4.key"); fi
+    openssl x509 -req -in "$1.csr" "${signer[@]}" -extfile "$3" -days 3650 -sha256 \
+      -set_serial "0x$(openssl rand -hex 8)" -out "$1.pem"
+  }
+  cert ca "/CN=saga throwaway CA" ca.ext
+  cert broker "/CN=localhost" broker.ext ca
+  cert client "/CN=saga" client.ext ca
+  cert other-ca "/CN=unrelated throwaway CA" ca.ext
+  cert other-client "/CN=saga" client.ext other-ca
+  openssl pkcs12 -export -name broker -in broker.pem -inkey broker.key -certfile ca.pem \
+    -passout "pass:$tls_password" -out broker.keystore.p12
+  openssl pkcs12 -export -name client -in client.pem -inkey client.key -certfile ca.pem \
+    -passout "pass:$tls_password" -out client.keystore.p12
+  # Java trusts a PKCS12 certificate entry only with a mark that OpenSSL 3.0 cannot write.
+  keytool -importcert -noprompt -alias ca -file ca.pem -keystore truststore.p12 \
+    -storetype PKCS12 -storepass "$tls_password"
+  rm -f ./*.csr ./*.ext ca.key other-ca.key broker.key
+}
+
 configure() {
   mkdir -p "$run/data" "$run/logs"
+  local listeners="PLAINTEXT://127.0.0.1:$port" advertised="PLAINTEXT://127.0.0.1:$port"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [ -n "$sasl_ssl_port" ]; then
+    listeners+=",SASL_SSL://127.0.0.1:$sasl_ssl_port" advertised+=",SASL_SSL://127.0.0.1:$sasl_ssl_port"
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
+  if [ -n "$ssl_port" ]; then
+    listeners+=",SSL://127.0.0.1:$ssl_port" advertised+=",SSL://127.0.0.1:$ssl_port"
+    protocols+=",SSL:SSL"
+  fi
   cat >"$run/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$run/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -72,11 +156,55 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 EOF
+  if [ -n "$sasl_ssl_port$ssl_port" ]; then
+    make_tls
+    cat >>"$run/server.properties" <<EOF
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.keystore.p12
+ssl.keystore.password=$tls_password
+ssl.key.password=$tls_password
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$tls/truststore.p12
+ssl.truststore.password=$tls_password
+EOF
+  fi
+  if [ -n "$ssl_port" ]; then
+    echo "listener.name.ssl.ssl.client.auth=required" >>"$run/server.properties"
+  fi
+  if [ -n "$sasl_ssl_port" ]; then
+    cat >>"$run/server.properties" <<EOF
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+  fi
   if [ ! -f "$run/data/meta.properties" ]; then
     say "formatting KRaft storage in $run/data"
+    local scram=()
+    if [ -n "$sasl_ssl_port" ]; then
+      scram=(--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]"
+        --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]")
+    fi
     java_cmd kafka.tools.StorageTool format -t "$(java_cmd kafka.tools.StorageTool random-uuid)" \
-      -c "$run/server.properties" >"$run/logs/format.log" 2>&1
+      -c "$run/server.properties" ${scram[@]+"${scram[@]}"} >"$run/logs/format.log" 2>&1
+    if [ -n "$sasl_ssl_port" ]; then touch "$run/scram-users"; fi
   fi
+}
+
+# Storage formatted before KAFKA_SASL_SSL_PORT was asked for has no SCRAM users: add them.
+add_scram_users() {
+  if [ -z "$sasl_ssl_port" ] || [ -f "$run/scram-users" ]; then return; fi
+  say "adding SCRAM users to storage formatted without them"
+  local mechanism
+  for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do # one a request: Kafka refuses two at once
+    if ! java_cmd kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$port" --alter \
+      --entity-type users --entity-name "$sasl_user" --add-config "$mechanism=[password=$sasl_password]" \
+      >>"$run/logs/format.log" 2>&1; then
+      say "could not add SCRAM users (the broker runs); see $run/logs/format.log"; exit 1
+    fi
+  done
+  touch "$run/scram-users"
 }
 
 start() {
@@ -95,7 +223,11 @@ start() {
       kill -KILL "$2" 2>/dev/null; rm -rf "$3"; rmdir "$4" 2>/dev/null' _ "$KAFKA_STOP_WITH_PID" "$(cat "$pidfile")" "$run" "$home" >/dev/null 2>&1 </dev/null &
   fi
   for _ in $(seq 1 120); do
-    if answers; then say "broker answers on 127.0.0.1:$port"; return; fi
+    if answers; then
+      say "broker answers on 127.0.0.1:$port${sasl_ssl_port:+ (SASL_SSL on $sasl_ssl_port)}${ssl_port:+ (SSL on $ssl_port)}"
+      add_scram_users
+      return
+    fi
     if ! alive; then say "broker exited during start-up; last lines of its log:"; tail -20 "$run/logs/broker.log" >&2; exit 1; fi
     sleep 0.5
   done
@@ -119,5 +251,5 @@ case "${1:-}" in
   stop) stop ;;
   status) if alive && answers; then say "running on 127.0.0.1:$port"; else say "not running"; exit 1; fi ;;
   reset) stop; rm -rf "$run"; say "data deleted" ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

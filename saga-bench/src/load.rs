@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rskafka::client::broker::{BrokerClient, FetchPartition, PartitionRecords};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::Client;
 use rskafka::record::Record;
 use saga_runtime::kafka::produce_rounds;
 use shared_events::partitioner::partition_for_key;
@@ -35,11 +35,10 @@ pub fn now_ms() -> i64 {
 }
 
 pub async fn client(args: &Args) -> Result<Arc<Client>> {
-    let client = ClientBuilder::new(args.bootstrap_servers.split(',').map(str::to_owned).collect())
-        .client_id("saga-bench")
-        .build()
-        .await
-        .with_context(|| format!("cannot reach Kafka at {}", args.bootstrap_servers))?;
+    let servers: Vec<String> = args.bootstrap_servers.split(',').map(str::to_owned).collect();
+    let security = args.security.clone().into_security()?;
+    let backoff = saga_runtime::kafka::backoff(std::time::Duration::from_secs(1));
+    let client = saga_runtime::kafka::connect_with(&servers, &security, "saga-bench", backoff).await?;
     Ok(Arc::new(client))
 }
 
@@ -118,7 +117,9 @@ pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec
         // The order of orders does not matter here, so rounds need not wait for each other.
         for (leader, batch) in produce_rounds(batches).into_iter().flatten() {
             let producer = Arc::clone(&producers[&leader]);
-            in_flight.spawn(async move { produce_with_retries(&producer, batch).await });
+            // Orders arrive uncompressed, as a storefront would send them; `--compression` is
+            // the services' (and the relays').
+            in_flight.spawn(async move { produce_with_retries(&producer, batch, Compression::NoCompression).await });
         }
         if rate.is_none() {
             while let Some(r) = in_flight.join_next().await {
@@ -134,10 +135,10 @@ pub async fn publish(client: &Client, topic: &str, partitions: i32, records: Vec
 
 /// Sends one request, again while it fails (the broker client does not retry): a brief broker
 /// hiccup must not end a run. A partition written twice only repeats keys, counted once.
-async fn produce_with_retries(producer: &BrokerClient, batch: Vec<(String, i32, Vec<Record>)>) -> Result<()> {
+async fn produce_with_retries(producer: &BrokerClient, batch: Vec<(String, i32, Vec<Record>)>, compression: Compression) -> Result<()> {
     let mut attempt = 0;
     loop {
-        let failed = match producer.produce(batch.clone(), Compression::NoCompression).await {
+        let failed = match producer.produce(batch.clone(), compression).await {
             Ok(produced) => produced
                 .into_iter()
                 .find_map(|p| p.result.err().map(|e| anyhow::anyhow!("produce to {}/{}: {e}", p.topic, p.partition))),
@@ -313,7 +314,9 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
         "--partitions".to_owned(), args.partitions.to_string(),
         "--log-format".to_owned(), "json".to_owned(),
         "--fetch-wait-ms".to_owned(), args.fetch_wait_ms.to_string(),
+        "--compression".to_owned(), args.compression.to_string(),
     ];
+    common.extend(args.security.to_args());
     if unsafe_skip_fsync {
         common.push("--unsafe-skip-fsync".to_owned());
     }

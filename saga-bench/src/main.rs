@@ -28,6 +28,13 @@ use clap::Parser;
 pub struct Args {
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092")]
     pub bootstrap_servers: String,
+    /// TLS and SASL, for the load generator and the services it starts alike.
+    #[command(flatten)]
+    pub security: saga_runtime::security::SecurityArgs,
+    /// Compression of what the services and the ceiling's relays write (orders are sent
+    /// uncompressed, as a storefront would).
+    #[arg(long, value_enum, default_value = "none")]
+    pub compression: saga_runtime::config::CompressionArg,
     /// Where the release service binaries are.
     #[arg(long, default_value = "target/release")]
     pub bin_dir: PathBuf,

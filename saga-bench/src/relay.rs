@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use std::collections::HashMap;
 
 use rskafka::client::broker::FetchPartition;
-use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
 use saga_runtime::kafka::{produce_rounds, FETCH_MAX_BYTES, FETCH_RESPONSE_MAX_BYTES};
 use shared_events::Event;
@@ -53,6 +53,7 @@ pub async fn run(args: &Args) -> Result<RunResult> {
             }
             let to_topic = topics[hop + 1].clone();
             let wait = args.fetch_wait_ms;
+            let compression = args.compression.codec();
             relays.spawn(async move {
                 loop {
                     let Ok(answers) = load::fetch_new(&from, &mut next, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, wait).await else {
@@ -72,7 +73,7 @@ pub async fn run(args: &Args) -> Result<RunResult> {
                     for (leader, batch) in produce_rounds(relayed).into_iter().flatten() {
                         let Some(producer) = producers.get(&leader) else { continue };
                         // A lost record would stall the run until its timeout: retry.
-                        while !matches!(producer.produce(batch.clone(), Compression::NoCompression).await, Ok(ps) if ps.iter().all(|p| p.result.is_ok())) {
+                        while !matches!(producer.produce(batch.clone(), compression).await, Ok(ps) if ps.iter().all(|p| p.result.is_ok())) {
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         }
                     }

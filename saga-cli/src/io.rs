@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::Client;
+use saga_runtime::kafka::backoff;
+use saga_runtime::security::Security;
 use rskafka::record::{Record, RecordAndOffset};
 use saga_runtime::kafka::bounded;
 use shared_events::envelope::decode_record;
@@ -31,13 +33,9 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub async fn connect(bootstrap: &[String], prefix: &str) -> Result<Topics> {
+    pub async fn connect(bootstrap: &[String], security: &Security, prefix: &str) -> Result<Topics> {
         let servers = bootstrap.join(",");
-        let client = bounded("connect", Duration::ZERO, async {
-            ClientBuilder::new(bootstrap.to_vec()).client_id("saga-cli").build().await
-        })
-        .await
-        .with_context(|| format!("cannot reach Kafka at {servers}"))?;
+        let client = saga_runtime::kafka::connect_with(bootstrap, security, "saga-cli", backoff(Duration::from_secs(1))).await?;
         let listed = bounded("list topics", Duration::ZERO, client.list_topics()).await.context("cannot list topics")?;
         let mut partitions = BTreeMap::new();
         for topic in Topic::ALL {

@@ -20,6 +20,7 @@ use saga_cli::analysis::{self, Recorded};
 use saga_cli::io::Topics;
 use saga_cli::render;
 use saga_runtime::config::parse_duration;
+use saga_runtime::security::SecurityArgs;
 use shared_events::{Address, Envelope, Event, LineItem, OrderCancellationRequested, OrderCreated};
 
 /// Trace, watch and audit the order saga by reading its Kafka topics.
@@ -29,6 +30,9 @@ struct Cli {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, global = true, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092", value_delimiter = ',')]
     bootstrap_servers: Vec<String>,
+
+    #[command(flatten)]
+    security: SecurityArgs,
 
     /// Topic prefix of the deployment (as given to the services).
     #[arg(long, global = true, env = "SAGA_TOPIC_PREFIX", default_value = "")]
@@ -135,7 +139,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         "never" => false,
         _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
-    let topics = Topics::connect(&cli.bootstrap_servers, &cli.topic_prefix).await?;
+    let security = cli.security.into_security()?;
+    let topics = Topics::connect(&cli.bootstrap_servers, &security, &cli.topic_prefix).await?;
     match cli.command {
         Command::Trace { order_id } => {
             let events = topics.read_all().await?.events;

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::security::{Security, SecurityArgs, SecurityError};
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -12,12 +14,53 @@ pub enum LogFormat {
     Json,
 }
 
+/// How a binary compresses the record batches it writes (the producer's `compression.type`).
+/// Reading takes every codec, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CompressionArg {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionArg {
+    pub fn codec(self) -> rskafka::client::partition::Compression {
+        use rskafka::client::partition::Compression;
+        match self {
+            CompressionArg::None => Compression::NoCompression,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+impl std::fmt::Display for CompressionArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let name = self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+        f.write_str(&name)
+    }
+}
+
 /// Options every service accepts. Flatten into a binary's `clap::Parser`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092", value_delimiter = ',')]
     pub bootstrap_servers: Vec<String>,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
+    /// Compression of the batches this service writes: none, gzip, snappy, lz4 or zstd
+    /// (BENCHMARKS.md measures each). Batches of any codec are read.
+    #[arg(long, env = "KAFKA_COMPRESSION_TYPE", value_enum, default_value = "none")]
+    pub compression: CompressionArg,
 
     /// Directory of this service's sled store [default: ./data/<service>].
     #[arg(long, env = "DATA_DIR")]
@@ -126,6 +169,10 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 pub struct RuntimeConfig {
     pub service: &'static str,
     pub bootstrap_servers: Vec<String>,
+    /// TLS and SASL, checked.
+    pub security: Security,
+    /// See [`RuntimeArgs::compression`].
+    pub compression: CompressionArg,
     pub data_dir: PathBuf,
     pub partitions: i32,
     pub replication_factor: i16,
@@ -185,6 +232,8 @@ pub enum ConfigError {
     BadInstance { instance: u32, of: u32 },
     #[error("--own-partitions: `{0}` is not a partition number")]
     BadPartition(i32),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 impl RuntimeArgs {
@@ -221,9 +270,12 @@ impl RuntimeArgs {
                 format!("{short}-p{}", list.iter().map(i32::to_string).collect::<Vec<_>>().join("-"))
             }
         };
+        let security = self.security.into_security()?;
         Ok(RuntimeConfig {
             service,
             bootstrap_servers: servers,
+            security,
+            compression: self.compression,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data").join(default_dir)),
             partitions: self.partitions,
             replication_factor: self.replication_factor,

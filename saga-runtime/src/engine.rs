@@ -88,7 +88,7 @@ pub async fn run<S: Service>(
     let Some((client, partitions)) = connect(&config, &mut shutdown).await? else {
         return Ok(());
     };
-    let mut publisher = Publisher::new(Arc::clone(&client), config.topic_prefix.clone());
+    let mut publisher = Publisher::new(Arc::clone(&client), config.topic_prefix.clone(), config.compression.codec());
 
     // 1. Whatever a previous run committed but did not publish goes out first.
     let pending = store.outbox()?;
@@ -119,6 +119,7 @@ pub async fn run<S: Service>(
         partitions = ?owned,
         of = partitions,
         data_dir = %config.data_dir.display(),
+        security = %config.security.describe(),
         "{} ready", S::NAME
     );
 
@@ -391,7 +392,7 @@ async fn connect(
         };
         match result {
             Ok(ready) => return Ok(Some(ready)),
-            Err(e @ KafkaEdgeError::PartitionMismatch(_)) => return Err(e.into()),
+            Err(e) if e.is_fatal() => return Err(e.into()),
             Err(error) => {
                 if attempt == 1 || attempt % 10 == 0 {
                     warn!(%error, attempt, "Kafka not ready; retrying");

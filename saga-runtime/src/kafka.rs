@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::RuntimeConfig;
+use crate::security::Security;
 use crate::store::OutboxEntry;
 
 /// A fetched record, as `shared_events` decodes it.
@@ -72,6 +73,17 @@ pub enum KafkaEdgeError {
     Kafka(#[from] KafkaError),
     #[error("no answer from Kafka within {0:?} ({1})")]
     TimedOut(Duration, &'static str),
+    /// The brokers answer but refuse this client's security settings: no retry can help.
+    #[error("cannot connect to Kafka at {servers} with {security}: {cause}")]
+    Refused { servers: String, security: String, cause: String },
+}
+
+impl KafkaEdgeError {
+    /// Whether retrying cannot help: the brokers refuse the credentials, the SASL mechanism or
+    /// a certificate (an unreachable broker is waited for instead).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, KafkaEdgeError::Refused { .. } | KafkaEdgeError::PartitionMismatch(_))
+    }
 }
 
 /// Most bytes of records in one produce request. Kafka refuses a request over its
@@ -104,25 +116,39 @@ where
 }
 
 
-fn backoff(config: &RuntimeConfig) -> BackoffConfig {
+/// rskafka's retries inside one call, waiting at most `max_backoff` between tries.
+pub fn backoff(max_backoff: Duration) -> BackoffConfig {
     // rskafka retries forever by default, with waits of up to 500 s; we want errors back soon
-    // enough to log them and to notice a shutdown.
+    // enough to log them, to notice a shutdown, and to stop on refused credentials.
     BackoffConfig {
         init_backoff: Duration::from_millis(100),
-        max_backoff: config.max_backoff,
+        max_backoff,
         base: 2.0,
         deadline: Some(Duration::from_secs(3)),
     }
 }
 
-/// Builds a client; fails if no bootstrap server answers.
+/// Builds a client; fails if no bootstrap server answers, or with [`KafkaEdgeError::Refused`]
+/// if they refuse the security settings.
 pub async fn connect(config: &RuntimeConfig) -> Result<Client, KafkaEdgeError> {
-    let build = ClientBuilder::new(config.bootstrap_servers.clone())
-        .client_id(config.service)
-        .backoff_config(backoff(config))
-        .build();
+    connect_with(&config.bootstrap_servers, &config.security, config.service, backoff(config.max_backoff)).await
+}
+
+/// Builds a client for any binary (the services, `saga`, `saga-bench`).
+pub async fn connect_with(
+    servers: &[String],
+    security: &Security,
+    client_id: &str,
+    backoff: BackoffConfig,
+) -> Result<Client, KafkaEdgeError> {
+    let builder = ClientBuilder::new(servers.to_vec()).client_id(client_id).backoff_config(backoff);
+    let build = security.apply(builder).build();
+    let servers = servers.join(",");
     bounded("connect", Duration::ZERO, async {
-        build.await.map_err(|source| KafkaEdgeError::Connect { servers: config.bootstrap_servers.join(","), source })
+        build.await.map_err(|source| match source.misconfiguration() {
+            Some(cause) => KafkaEdgeError::Refused { servers: servers.clone(), security: security.describe(), cause },
+            None => KafkaEdgeError::Connect { servers: servers.clone(), source },
+        })
     })
     .await
 }
@@ -421,13 +447,14 @@ async fn earliest_offset(client: &Client, name: &str, partition: i32) -> Result<
 pub struct Publisher {
     client: Arc<Client>,
     prefix: String,
+    compression: Compression,
     leaders: HashMap<(String, i32), i32>,
     brokers: HashMap<i32, Arc<BrokerClient>>,
 }
 
 impl Publisher {
-    pub fn new(client: Arc<Client>, prefix: String) -> Self {
-        Publisher { client, prefix, leaders: HashMap::new(), brokers: HashMap::new() }
+    pub fn new(client: Arc<Client>, prefix: String, compression: Compression) -> Self {
+        Publisher { client, prefix, compression, leaders: HashMap::new(), brokers: HashMap::new() }
     }
 
     /// The leader of a (full-named) topic's partition, cached until a publish fails.
@@ -500,8 +527,9 @@ impl Publisher {
                 let broker = Arc::clone(
                     self.brokers.entry(leader).or_insert_with(|| Arc::new(self.client.broker_client(leader))),
                 );
+                let compression = self.compression;
                 sends.push(async move {
-                    let produced = bounded("produce", Duration::ZERO, broker.produce(batches, Compression::NoCompression)).await?;
+                    let produced = bounded("produce", Duration::ZERO, broker.produce(batches, compression)).await?;
                     for p in produced {
                         if let Err(source) = p.result {
                             return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source });

@@ -29,6 +29,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment shared by every binary.
+//! - [`security`]: TLS and SASL settings (the Java client's names), checked at start-up.
 //! - [`engine`]: the loop above ([`run`]).
 //! - [`kafka`]: connecting, topic creation, the fetch task, the publisher.
 //! - [`store`]: the sled store (state rows, offsets, outbox, applied ids).
@@ -42,6 +43,7 @@ pub mod config;
 pub mod engine;
 pub mod kafka;
 pub mod logging;
+pub mod security;
 pub mod shutdown;
 pub mod state;
 pub mod store;

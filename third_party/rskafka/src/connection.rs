@@ -11,7 +11,8 @@ use crate::backoff::ErrorOrThrottle;
 use crate::client::metadata_cache::MetadataCacheGeneration;
 use crate::connection::topology::{Broker, BrokerTopology};
 use crate::connection::transport::Transport;
-use crate::messenger::{Messenger, RequestError};
+use crate::messenger::{Messenger, RequestError, SaslError};
+use crate::protocol::error::Error as ProtocolError;
 use crate::protocol::messages::{MetadataRequest, MetadataRequestTopic, MetadataResponse};
 use crate::protocol::primitives::String_;
 use crate::throttle::maybe_throttle;
@@ -53,6 +54,64 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Patched in: why no retry can succeed with this configuration (the broker refused the
+    /// credentials or the SASL mechanism, or TLS refused a certificate), or `None` when a retry
+    /// may help (a broker unreachable or restarting). A client that waits for its brokers to
+    /// come up can stop at once on these instead of retrying forever.
+    pub fn misconfiguration(&self) -> Option<String> {
+        match self {
+            Self::SaslFailed(e) => match e {
+                SaslError::AuthenticationFailed { .. }
+                | SaslError::MechanismNotOffered { .. }
+                | SaslError::UnsupportedSaslMechanism
+                | SaslError::InvalidConfig(_) => Some(format!("SASL: {e}")),
+                // A SCRAM exchange the client cannot go on with: the server's proof does not
+                // match (another password), or its answer is malformed.
+                SaslError::SaslSessionError(e) => Some(format!("SASL: {e}")),
+                SaslError::ApiError(
+                    e @ (ProtocolError::SaslAuthenticationFailed
+                    | ProtocolError::UnsupportedSaslMechanism
+                    | ProtocolError::IllegalSaslState),
+                ) => Some(format!("SASL: {e}")),
+                _ => None,
+            },
+            Self::Transport { broker, error } => tls_refusal(error).map(|e| format!("TLS with {broker}: {e}")),
+            Self::RetryFailed(BackoffError::DeadlineExceded { source, .. }) => {
+                let multi = source.downcast_ref::<MultiError>()?;
+                multi
+                    .0
+                    .iter()
+                    .find_map(|e| e.downcast_ref::<Self>().and_then(Self::misconfiguration))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The TLS error behind a transport error, when it is one a retry cannot fix: a certificate
+/// refused by either side, or no protocol version or cipher suite in common.
+#[cfg(feature = "transport-tls")]
+fn tls_refusal(error: &transport::Error) -> Option<String> {
+    let transport::Error::IO(io) = error else {
+        return None;
+    };
+    let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match tls {
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::NoCertificatesPresented
+        | rustls::Error::PeerIncompatible(_)
+        | rustls::Error::AlertReceived(_)
+        | rustls::Error::InvalidCertRevocationList(_) => Some(tls.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "transport-tls"))]
+fn tls_refusal(_error: &transport::Error) -> Option<String> {
+    None
+}
 
 #[derive(Debug, Error)]
 pub struct MultiError(Vec<Box<dyn std::error::Error + Send + Sync>>);

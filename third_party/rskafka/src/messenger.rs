@@ -209,6 +209,17 @@ pub enum SaslError {
 
     #[error("unsupported sasl mechanism")]
     UnsupportedSaslMechanism,
+
+    /// Patched in: the broker refused the credentials, with its message.
+    #[error("authentication failed: {message}")]
+    AuthenticationFailed { message: String },
+
+    /// Patched in: the broker does not offer the mechanism, and says which it does.
+    #[error("the broker does not offer SASL mechanism {mechanism} (it offers: {})", offered.join(", "))]
+    MechanismNotOffered {
+        mechanism: String,
+        offered: Vec<String>,
+    },
 }
 
 impl<RW> Messenger<RW>
@@ -562,8 +573,13 @@ where
         let req = SaslAuthenticateRequest::new(auth_bytes);
         let resp = self.request(req).await?;
         if let Some(err) = resp.error_code {
-            if let Some(s) = resp.error_message.0 {
+            if let Some(s) = &resp.error_message.0 {
                 debug!("Sasl auth error message: {s}");
+            }
+            // Patched: keep the broker's reason; it names the mechanism and the cause.
+            if err == ApiError::SaslAuthenticationFailed {
+                let message = resp.error_message.0.unwrap_or_else(|| err.to_string());
+                return Err(SaslError::AuthenticationFailed { message });
             }
             return Err(SaslError::ApiError(err));
         }
@@ -575,6 +591,14 @@ where
         let req = SaslHandshakeRequest::new(mechanism);
         let resp = self.request(req).await?;
         if let Some(err) = resp.error_code {
+            // Patched: say which mechanisms the broker does offer.
+            if err == ApiError::UnsupportedSaslMechanism {
+                let offered = resp.mechanisms.0.unwrap_or_default();
+                return Err(SaslError::MechanismNotOffered {
+                    mechanism: mechanism.to_owned(),
+                    offered: offered.into_iter().map(|m| m.0).collect(),
+                });
+            }
             return Err(SaslError::ApiError(err));
         }
         Ok(resp)

@@ -108,6 +108,15 @@ impl Error {
             "Expected a single partition in response, got {len}"
         ))
     }
+
+    /// Patched in: why no retry can succeed with this client's configuration, if that is why
+    /// it failed (see [`ConnectionError::misconfiguration`](crate::ConnectionError::misconfiguration)).
+    pub fn misconfiguration(&self) -> Option<String> {
+        match self {
+            Self::Connection(e) => e.misconfiguration(),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
