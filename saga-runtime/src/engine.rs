@@ -418,7 +418,11 @@ async fn publish(
     config: &RuntimeConfig,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> bool {
-    let refs: Vec<&OutboxEntry> = batches.iter().flat_map(|b| &b.entries).collect();
+    let mut refs: Vec<&OutboxEntry> = batches.iter().flat_map(|b| &b.entries).collect();
+    let total = refs.len();
+    // Dead letters for entries the broker refused for good; owned here, published next.
+    let mut parked: Vec<OutboxEntry>;
+    let mut second_try = false;
     let mut delay = Duration::from_millis(100);
     let mut failing = false;
     loop {
@@ -428,11 +432,36 @@ async fn publish(
             r = publisher.publish(&refs) => r,
         };
         match result {
-            Ok(()) => {
+            Ok(refused) if !refused.is_empty() => {
+                // Retrying cannot help, and publishing is first in first out: park each refused
+                // entry, once, as a smaller dead letter, and go on. One refused in turn is
+                // logged and dropped (its log line names what it parked).
+                let letters: Vec<OutboxEntry> = refused
+                    .iter()
+                    .filter_map(|r| {
+                        let entry = refs[r.index];
+                        let event_id = entry.headers.get(shared_events::envelope::headers::EVENT_ID).map(String::as_str).unwrap_or_default();
+                        let order_id = text::escaped(&entry.key);
+                        if second_try {
+                            error!(order_id, event_id = %Escaped(event_id), reason = %Escaped(&r.reason), "Kafka refused the smaller dead letter too; dropped");
+                            return None;
+                        }
+                        warn!(
+                            order_id, topic = %Escaped(&entry.topic), partition = entry.partition, event_id = %Escaped(event_id),
+                            reason = %Escaped(&r.reason), "Kafka refused an event for good; parked on DeadLetter"
+                        );
+                        Some(outbox_entry(&refused_letter(config.service, entry, &r.reason, now_ms()), entry.partition))
+                    })
+                    .collect();
+                parked = letters;
+                refs = parked.iter().collect();
+                second_try = true;
+            }
+            Ok(_) => {
                 if failing {
-                    info!(count = refs.len(), "published after broker outage");
+                    info!(count = total, "published after broker outage");
                 }
-                debug!(count = refs.len(), "published");
+                debug!(count = total, "published");
                 cleaner.remove_outbox(batches.into_iter().flat_map(|b| b.keys));
                 return true;
             }
@@ -552,6 +581,68 @@ const LOGGED_KEY_MAX: usize = 128;
 enum Parked<'a> {
     Record(&'a rskafka::record::RecordAndOffset, &'a shared_events::DecodeError),
     Batch(&'a rskafka::client::partition::UnreadableBatch),
+}
+
+/// The dead letter for an event Kafka refused for good: what it was and why, with the
+/// smallest copy of it (no payload, no headers), so that it fits where the event did not. A
+/// refused dead letter keeps its origin and id (it was never published) and loses its copy of
+/// the record; any other event gets an id derived from its own, so parking it again after a
+/// crash yields the same id.
+fn refused_letter(service: &str, entry: &OutboxEntry, reason: &str, now_ms: i64) -> Envelope {
+    let event_id = entry.headers.get(shared_events::envelope::headers::EVENT_ID).map(String::as_str).unwrap_or_default();
+    let own_id = event_id.parse().ok().map(EventId);
+    let (key, key_truncated) = text::truncated(&entry.key, DEAD_LETTER_KEY_MAX);
+    let refused = |what: &str| text::truncated(&format!("{what}; Kafka refused it for good: {reason}"), DEAD_LETTER_KEY_MAX).0.to_owned();
+    let letter = match serde_json::from_str::<DeadLetter>(&entry.value) {
+        Ok(letter) if entry.topic == Topic::DeadLetter.as_str() => DeadLetter {
+            error: refused(&letter.error),
+            key: letter.key.map(|k| text::truncated(&k, DEAD_LETTER_KEY_MAX).0.to_owned()),
+            payload: None,
+            payload_hex: None,
+            payload_truncated: true,
+            headers_truncated: letter.headers_truncated || !letter.headers.is_empty(),
+            headers: Default::default(),
+            ..letter
+        },
+        _ => DeadLetter {
+            order_id: Some(entry.key.as_str().into()).filter(|o: &shared_events::OrderId| !o.0.is_empty() && !text::has_control(&o.0)),
+            service: service.to_owned(),
+            source_topic: entry.topic.clone(),
+            source_partition: entry.partition,
+            // Never written: it has no offset.
+            source_offset: -1,
+            error_code: "publish_refused".to_owned(),
+            error: refused(&format!("event {event_id}")),
+            key: Some(key.to_owned()),
+            payload: None,
+            payload_hex: None,
+            payload_truncated: true,
+            headers: entry
+                .headers
+                .iter()
+                .take(DEAD_LETTER_HEADERS_MAX)
+                .map(|(k, v)| (text::truncated(k, DEAD_LETTER_KEY_MAX).0.to_owned(), text::truncated(v, DEAD_LETTER_KEY_MAX).0.to_owned()))
+                .collect(),
+            source_last_offset: None,
+            key_truncated,
+            headers_truncated: entry.headers.len() > DEAD_LETTER_HEADERS_MAX,
+        },
+    };
+    let is_letter = entry.topic == Topic::DeadLetter.as_str();
+    Envelope {
+        meta: Metadata {
+            event_id: match own_id {
+                Some(id) if is_letter => id,
+                _ => EventId::dead_letter(service, &entry.topic, entry.partition, -1).derive(event_id),
+            },
+            event_type: Topic::DeadLetter,
+            schema_version: SCHEMA_VERSION,
+            causation_id: own_id.filter(|_| !is_letter),
+            occurred_at_ms: now_ms,
+            saga_started_at_ms: now_ms,
+        },
+        event: Event::DeadLetter(letter),
+    }
 }
 
 /// The dead letter for what `service` could not process: origin, reason, and a copy of the

@@ -479,7 +479,9 @@ impl Publisher {
 
     /// Publishes entries; each (topic, partition) keeps their order. On an error some may be
     /// published already: publishing them again is safe, as consumers drop what they applied.
-    pub async fn publish(&mut self, entries: &[&OutboxEntry]) -> Result<(), KafkaEdgeError> {
+    /// Entries the broker refuses for good (see [`is_permanent`]) are not retried: they come
+    /// back as [`Refused`], and everything else is published.
+    pub async fn publish(&mut self, entries: &[&OutboxEntry]) -> Result<Vec<Refused>, KafkaEdgeError> {
         let result = self.try_publish(entries).await;
         if result.is_err() {
             // A connection may be stale, or a leader moved: start afresh on the next attempt.
@@ -489,71 +491,144 @@ impl Publisher {
         result
     }
 
-    async fn try_publish(&mut self, entries: &[&OutboxEntry]) -> Result<(), KafkaEdgeError> {
-        let mut groups: Vec<((String, i32), Vec<Record>)> = Vec::new();
+    async fn try_publish(&mut self, entries: &[&OutboxEntry]) -> Result<Vec<Refused>, KafkaEdgeError> {
+        let mut refused = Vec::new();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        for e in entries {
-            let record = Record {
-                key: Some(e.key.clone().into_bytes()),
-                value: Some(e.value.clone().into_bytes()),
-                headers: e.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
-                timestamp: e
-                    .headers
-                    .get(shared_events::envelope::headers::OCCURRED_AT_MS)
-                    .and_then(|ms| ms.parse::<i64>().ok())
-                    .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-                    .or_else(|| Utc.timestamp_millis_opt(now_ms).single())
-                    .unwrap_or_default(),
-            };
+        // Per (topic, partition): the indices of its entries, in order.
+        let mut groups: Vec<((String, i32), Vec<usize>)> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
             match groups.iter_mut().find(|((t, p), _)| *t == e.topic && *p == e.partition) {
-                Some((_, records)) => records.push(record),
-                None => groups.push(((e.topic.clone(), e.partition), vec![record])),
+                Some((_, indices)) => indices.push(i),
+                None => groups.push(((e.topic.clone(), e.partition), vec![i])),
             }
         }
         let mut led = Vec::with_capacity(groups.len());
-        for ((topic, partition), records) in groups {
-            let name = topic_name(&self.prefix, topic.parse().map_err(|_| KafkaEdgeError::Publish {
-                topic: topic.clone(),
-                partition,
-                source: KafkaError::InvalidResponse(format!("`{topic}` is not a saga topic")),
-            })?);
-            led.push((self.leader(&name, partition).await?, name, partition, records));
+        for ((topic, partition), indices) in groups {
+            let Ok(saga_topic) = topic.parse::<Topic>() else {
+                let reason = format!("`{}` is not a saga topic", shared_events::text::Escaped(&topic));
+                refused.extend(indices.into_iter().map(|index| Refused { index, reason: reason.clone() }));
+                continue;
+            };
+            let name = topic_name(&self.prefix, saga_topic);
+            led.push((self.leader(&name, partition).await?, name, partition, indices));
         }
-        for round in produce_rounds(led) {
+        for round in produce_rounds(led.into_iter().map(|(leader, name, partition, indices)| {
+            let records = indices.iter().map(|&i| (i, record(entries[i], now_ms))).collect();
+            (leader, name, partition, records)
+        })) {
             let mut sends = Vec::with_capacity(round.len());
             for (leader, batches) in round {
-                let broker = Arc::clone(
-                    self.brokers.entry(leader).or_insert_with(|| Arc::new(self.client.broker_client(leader))),
-                );
+                let broker = self.broker(leader);
                 let compression = self.compression;
                 sends.push(async move {
+                    let mut indices = HashMap::new();
+                    let batches = batches
+                        .into_iter()
+                        .map(|(topic, partition, records)| {
+                            let (chunk, records): (Vec<usize>, Vec<Record>) = records.into_iter().unzip();
+                            indices.insert((topic.clone(), partition), chunk);
+                            (topic, partition, records)
+                        })
+                        .collect();
                     let produced = bounded("produce", Duration::ZERO, broker.produce(batches, compression)).await?;
+                    let mut for_good = Vec::new();
                     for p in produced {
-                        if let Err(source) = p.result {
-                            return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source });
+                        match p.result {
+                            Ok(_) => {}
+                            Err(source) if is_permanent(&source) => {
+                                for_good.push((p.topic.clone(), p.partition, indices.remove(&(p.topic, p.partition)).unwrap_or_default(), source));
+                            }
+                            Err(source) => return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source }),
                         }
                     }
-                    Ok(())
+                    Ok((leader, for_good))
                 });
             }
             for result in futures::future::join_all(sends).await {
-                result?;
+                let (leader, for_good) = result?;
+                for (topic, partition, chunk, source) in for_good {
+                    // One record of the chunk spoils it for all (a batch too large, one invalid
+                    // record): send them one by one, in order, to find which.
+                    if chunk.len() == 1 {
+                        refused.push(Refused { index: chunk[0], reason: source.to_string() });
+                        continue;
+                    }
+                    let broker = self.broker(leader);
+                    for i in chunk {
+                        let one = vec![(topic.clone(), partition, vec![record(entries[i], now_ms)])];
+                        let produced = bounded("produce", Duration::ZERO, broker.produce(one, self.compression)).await?;
+                        for p in produced {
+                            match p.result {
+                                Ok(_) => {}
+                                Err(source) if is_permanent(&source) => refused.push(Refused { index: i, reason: source.to_string() }),
+                                Err(source) => return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source }),
+                            }
+                        }
+                    }
+                }
             }
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    fn broker(&mut self, leader: i32) -> Arc<BrokerClient> {
+        Arc::clone(self.brokers.entry(leader).or_insert_with(|| Arc::new(self.client.broker_client(leader))))
+    }
+}
+
+/// An outbox entry the broker refused for good: sending the same record again cannot succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its place in the entries given to [`Publisher::publish`].
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Whether the broker's answer to a produce means this record can never be written as it is
+/// (too large for the topic, invalid), so retrying it would hold back everything behind it.
+pub fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::ServerError {
+            protocol_error: ProtocolError::MessageTooLarge
+                | ProtocolError::RecordListTooLarge
+                | ProtocolError::InvalidRecord
+                | ProtocolError::CorruptMessage
+                | ProtocolError::InvalidTopicException
+                | ProtocolError::UnsupportedCompressionType
+                | ProtocolError::InvalidTimestamp,
+            ..
+        }
+    )
+}
+
+/// The Kafka record for an outbox entry.
+fn record(e: &OutboxEntry, now_ms: i64) -> Record {
+    Record {
+        key: Some(e.key.clone().into_bytes()),
+        value: Some(e.value.clone().into_bytes()),
+        headers: e.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
+        timestamp: e
+            .headers
+            .get(shared_events::envelope::headers::OCCURRED_AT_MS)
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .or_else(|| Utc.timestamp_millis_opt(now_ms).single())
+            .unwrap_or_default(),
     }
 }
 
 /// One produce round: for each leader broker, the (topic, partition, records) it is sent.
-pub type ProduceRound = HashMap<i32, Vec<(String, i32, Vec<Record>)>>;
+pub type ProduceRound<R = Record> = HashMap<i32, Vec<(String, i32, Vec<R>)>>;
 
 /// Deals each (leader, topic, partition, records) out into rounds: round r holds every
 /// partition's r-th chunk of at most [`PRODUCE_MAX_BYTES`], grouped by leader. Sending the
 /// rounds one after another, one request per leader each, keeps every partition's order.
-pub fn produce_rounds(partitions: impl IntoIterator<Item = (i32, String, i32, Vec<Record>)>) -> Vec<ProduceRound> {
-    let mut rounds: Vec<ProduceRound> = Vec::new();
+/// A record may travel with a tag (the publisher's entry index), as `(tag, record)`.
+pub fn produce_rounds<R: RecordSize>(partitions: impl IntoIterator<Item = (i32, String, i32, Vec<R>)>) -> Vec<ProduceRound<R>> {
+    let mut rounds: Vec<ProduceRound<R>> = Vec::new();
     for (leader, topic, partition, records) in partitions {
         for (r, chunk) in chunks_by_size(records, PRODUCE_MAX_BYTES).into_iter().enumerate() {
             if rounds.len() <= r {
@@ -565,6 +640,23 @@ pub fn produce_rounds(partitions: impl IntoIterator<Item = (i32, String, i32, Ve
     rounds
 }
 
+/// What [`chunks_by_size`] measures: a record, or a record with a tag.
+pub trait RecordSize {
+    fn record_size(&self) -> usize;
+}
+
+impl RecordSize for Record {
+    fn record_size(&self) -> usize {
+        self.approximate_size()
+    }
+}
+
+impl<T> RecordSize for (T, Record) {
+    fn record_size(&self) -> usize {
+        self.1.approximate_size()
+    }
+}
+
 /// Every saga topic's full name in a deployment.
 fn all_topic_names(prefix: &str) -> Vec<String> {
     Topic::ALL.iter().map(|t| topic_name(prefix, *t)).collect()
@@ -572,11 +664,11 @@ fn all_topic_names(prefix: &str) -> Vec<String> {
 
 /// Splits records into runs of at most `max_bytes` (approximately; a record larger than that
 /// goes alone), keeping their order.
-pub fn chunks_by_size(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
-    let mut chunks: Vec<Vec<Record>> = Vec::new();
+pub fn chunks_by_size<R: RecordSize>(records: Vec<R>, max_bytes: usize) -> Vec<Vec<R>> {
+    let mut chunks: Vec<Vec<R>> = Vec::new();
     let mut size = 0;
     for record in records {
-        let len = record.approximate_size() + 64; // + per-record framing
+        let len = record.record_size() + 64; // + per-record framing
         match chunks.last_mut() {
             Some(chunk) if size + len <= max_bytes => chunk.push(record),
             _ => {

@@ -57,6 +57,13 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// An id derived from this one and `name`: the same inputs always give the same id.
+    pub fn derive(self, name: &str) -> EventId {
+        EventId(Uuid::new_v5(&self.0, name.as_bytes()))
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

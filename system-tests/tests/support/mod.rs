@@ -23,6 +23,7 @@ use shared_events::envelope::decode_record;
 use shared_events::partitioner::partition_for_key;
 use shared_events::{Envelope, Topic};
 
+pub mod raw;
 pub mod workload;
 
 /// Upper bound for any single condition a test waits for.
@@ -348,6 +349,69 @@ impl Deployment {
         assert!(child.wait().unwrap().success(), "kcat failed");
     }
 
+    /// Produces `key|value` lines with Kafka's own Java producer (`scripts/kafka/Produce.java`),
+    /// with its `options` (`--compression zstd`, `--transactional-id t --abort`,
+    /// `--null-header h`, …), and waits until every record is acknowledged.
+    pub fn java_produce(&self, topic: Topic, lines: &[String], options: &[&str]) {
+        let mut child = Command::new("java")
+            .arg("-cp")
+            .arg(repo_root().join(".kafka/libs/*"))
+            .arg(repo_root().join("scripts/kafka/Produce.java"))
+            .args(["--bootstrap-server", &self.bootstrap, "--topic", &self.topic(topic)])
+            .args(options)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("java runs scripts/kafka/Produce.java");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            for line in lines {
+                writeln!(stdin, "{line}").unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "Produce.java {options:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs one of Kafka's own command-line tools (a class from its jars) against this broker.
+    pub fn kafka_tool(&self, class: &str, args: &[&str]) {
+        let out = Command::new("java")
+            .arg("-cp")
+            .arg(repo_root().join(".kafka/libs/*"))
+            .arg(format!("-Dlog4j2.configurationFile={}", repo_root().join("scripts/kafka/log4j2.properties").display()))
+            .arg(class)
+            .args(["--bootstrap-server", &self.bootstrap])
+            .args(args)
+            .output()
+            .expect("java runs Kafka's tools");
+        assert!(out.status.success(), "{class} {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The dead letters on the DeadLetter topic so far.
+    pub async fn dead_letters(&self) -> Vec<shared_events::DeadLetter> {
+        self.read(Topic::DeadLetter)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|s| match s.envelope.event {
+                shared_events::Event::DeadLetter(l) => Some(l),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until an event of `topic` about `order_id` is on its topic.
+    pub async fn wait_for(&self, topic: Topic, order_id: &str) -> Seen {
+        wait_until(&format!("{topic} for {order_id}"), || async {
+            match self.events_for(topic, order_id).await.into_iter().next() {
+                Some(seen) => Ok(seen),
+                None => Err("not yet".to_owned()),
+            }
+        }, || self.logs()).await
+    }
+
     /// Every record on a topic, decoded (records that do not decode are returned as errors).
     /// Reads incrementally: each call fetches only what arrived since the last one.
     pub async fn read(&self, topic: Topic) -> Vec<Result<Seen, String>> {
@@ -363,6 +427,7 @@ impl Deployment {
             };
             let end = cursor.client.get_offset(OffsetAt::Latest).await.unwrap();
             while cursor.next < end {
+                let from = cursor.next;
                 let (records, _) = cursor.client.fetch_records(cursor.next, 1..10_000_000, 100).await.unwrap();
                 for r in records {
                     if r.offset < cursor.next {
@@ -371,6 +436,11 @@ impl Deployment {
                     cursor.next = r.offset + 1;
                     let raw = saga_runtime::kafka::raw_record(topic, &r);
                     cursor.seen.push(decode_record(raw).map(|envelope| Seen { partition, offset: r.offset, envelope }).map_err(|e| e.to_string()));
+                }
+                if cursor.next == from {
+                    // Only what a read-committed fetch skips (transaction markers, aborted
+                    // records) lies before the end.
+                    cursor.next = end;
                 }
             }
             out.extend(cursor.seen.iter().cloned());
@@ -472,5 +542,52 @@ impl Drop for DedicatedBroker {
     fn drop(&mut self) {
         self.script("stop");
         let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// A broker of a test binary's own with, besides PLAINTEXT, a SASL_SSL listener (user `saga`,
+/// password `saga-secret`, for PLAIN and both SCRAMs) and a mutual-TLS listener, with the
+/// throwaway CA and certificates `scripts/kafka.sh` makes.
+pub struct SecuredBroker {
+    pub port: u16,
+    pub sasl_ssl_port: u16,
+    pub ssl_port: u16,
+    home: PathBuf,
+}
+
+impl SecuredBroker {
+    pub fn start_new() -> SecuredBroker {
+        let home = repo_root().join("target").join("test-kafka").join(format!("{}-secured", std::process::id()));
+        let b = SecuredBroker { port: free_port(), sasl_ssl_port: free_port(), ssl_port: free_port(), home };
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/kafka.sh"))
+            .arg("start")
+            .env("KAFKA_PORT", b.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", free_port().to_string())
+            .env("KAFKA_SASL_SSL_PORT", b.sasl_ssl_port.to_string())
+            .env("KAFKA_SSL_PORT", b.ssl_port.to_string())
+            .env("KAFKA_HOME", &b.home)
+            .env("KAFKA_STOP_WITH_PID", std::process::id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not start a secured broker with scripts/kafka.sh");
+        b
+    }
+
+    pub fn plaintext(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn sasl_ssl(&self) -> String {
+        format!("127.0.0.1:{}", self.sasl_ssl_port)
+    }
+
+    pub fn ssl(&self) -> String {
+        format!("127.0.0.1:{}", self.ssl_port)
+    }
+
+    /// A file the script made in the broker's `tls/` directory.
+    pub fn tls(&self, file: &str) -> String {
+        self.home.join(format!("broker-{}", self.port)).join("tls").join(file).display().to_string()
     }
 }

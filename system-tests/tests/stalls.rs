@@ -1,0 +1,216 @@
+//! Records that ordinary producers write, and that once stopped a service for good: each is
+//! read or parked, and an ordinary order placed after it still completes. On a real broker,
+//! written by Kafka's own Java producer where a Java client is the one that writes them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use shared_events::*;
+use support::{wait_until, Deployment};
+
+fn order_json(id: &str, customer: &str, qty: u32, price: u64) -> String {
+    format!(
+        r#"{{"order_id":"{id}","customer_id":"{customer}","items":[{{"sku":"widget","quantity":{qty},"unit_price_cents":{price}}}],"ship_to":{{"country":"US"}}}}"#
+    )
+}
+
+fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// An ordinary hand-typed order placed after the stall: it must complete.
+async fn an_ordinary_order_still_completes(d: &Deployment, run: &str) {
+    let id = format!("{run}-after");
+    d.kcat_publish(Topic::OrderCreated, &id, &order_json(&id, "alice", 1, 100));
+    d.wait_for(Topic::OrderCompleted, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_and_lz4_batches_are_read_and_services_write_zstd() {
+    let mut d = Deployment::new(3, &["--compression", "zstd"]).await;
+    d.start_all().await;
+    let run = run_id();
+    // Enough alike records in one batch that the codec really shrinks it.
+    for codec in ["zstd", "lz4"] {
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!("{run}-{codec}-{i}"))
+            .map(|id| format!("{id}|{}", order_json(&id, "alice", 1, 10)))
+            .collect();
+        d.java_produce(Topic::OrderCreated, &lines, &["--compression", codec, "--partition", "1"]);
+    }
+    for codec in ["zstd", "lz4"] {
+        for i in 0..40 {
+            d.wait_for(Topic::OrderCompleted, &format!("{run}-{codec}-{i}")).await;
+        }
+    }
+    an_ordinary_order_still_completes(&d, &run).await;
+    assert!(d.dead_letters().await.is_empty(), "nothing to park");
+    // `saga` reads the services' zstd batches too.
+    let trace = d.wait_trace(&format!("{run}-zstd-0"), "OrderCompleted").await;
+    assert!(trace.contains("PaymentCompleted"), "{trace}");
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_transaction_is_never_acted_on_and_a_committed_one_is() {
+    let mut d = Deployment::new(3, &[]).await;
+    d.start_all().await;
+    let run = run_id();
+    let (aborted, committed) = (format!("{run}-aborted"), format!("{run}-committed"));
+    // Same partition: the committed transaction's records and markers follow the aborted ones.
+    d.java_produce(
+        Topic::OrderCreated,
+        &[format!("{aborted}|{}", order_json(&aborted, "alice", 4, 1000))],
+        &["--transactional-id", &format!("{run}-tx"), "--abort", "--partition", "0"],
+    );
+    d.java_produce(
+        Topic::OrderCreated,
+        &[format!("{committed}|{}", order_json(&committed, "alice", 1, 500))],
+        &["--transactional-id", &format!("{run}-tx"), "--partition", "0"],
+    );
+    d.wait_for(Topic::OrderCompleted, &committed).await;
+    an_ordinary_order_still_completes(&d, &run).await;
+    d.stop_all().await;
+
+    // Nothing about the aborted order anywhere, and the markers were skipped, not parked.
+    for topic in Topic::ALL {
+        assert!(d.events_for(topic, &aborted).await.is_empty(), "{topic} holds the aborted order");
+    }
+    assert!(d.dead_letters().await.is_empty(), "transaction markers are not dead letters");
+    for svc in ["order-service", "payment-service"] {
+        assert!(!d.services[svc].log_text().contains(&aborted), "{svc} saw the aborted order");
+    }
+    let wallets: BTreeMap<String, u64> = d.table("payment-service", "wallets");
+    assert_eq!(wallets["alice"], 100_000 - 500 - 100, "only the committed and the ordinary order are charged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_without_a_value_is_read() {
+    let mut d = Deployment::new(3, &[]).await;
+    d.start_all().await;
+    let run = run_id();
+    let id = format!("{run}-null-header");
+    d.java_produce(Topic::OrderCreated, &[format!("{id}|{}", order_json(&id, "alice", 1, 10))], &["--null-header", "trace-id"]);
+    d.wait_for(Topic::OrderCompleted, &id).await;
+    an_ordinary_order_still_completes(&d, &run).await;
+    assert!(d.dead_letters().await.is_empty());
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_bounded_whatever_the_record_it_parks() {
+    let mut d = Deployment::new(3, &[]).await;
+    d.start_all().await;
+    let run = run_id();
+    // A 600 KB key that is not the order id: a copy of it would make a dead letter the
+    // broker refuses.
+    let id = format!("{run}-big-key");
+    let key = format!("{run}-{}", "k".repeat(600 * 1024));
+    d.produce(Topic::OrderCreated, 0, Some(key.clone().into_bytes()), order_json(&id, "alice", 1, 10).into_bytes(), BTreeMap::new()).await;
+    let letters = wait_until("two dead letters (order and payment)", || async {
+        let letters = d.dead_letters().await;
+        if letters.len() >= 2 { Ok(letters) } else { Err(format!("{}", letters.len())) }
+    }, || d.logs()).await;
+    for l in &letters {
+        assert_eq!(l.error_code, "key_mismatch");
+        assert!(l.key_truncated && l.key.as_ref().unwrap().len() <= 1024, "the key copy is cut");
+        assert!(key.starts_with(l.key.as_deref().unwrap()));
+        assert!(l.error.len() <= 1024, "the reason quotes the key, bounded too");
+        assert_eq!(l.order_id.as_ref().map(|o| o.as_str()), Some(id.as_str()));
+    }
+    an_ordinary_order_still_completes(&d, &run).await;
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_broker_refuses_for_good_is_parked_and_publishing_goes_on() {
+    let mut d = Deployment::new(3, &[]).await;
+    d.start_all().await;
+    // DeadLetter takes records of at most 4 KB: a dead letter copying a 50 KB payload is
+    // refused (MessageTooLarge) every time it is sent.
+    let dead_letter_topic = d.topic(Topic::DeadLetter);
+    d.kafka_tool("kafka.admin.ConfigCommand", &["--alter", "--entity-type", "topics", "--entity-name", &dead_letter_topic, "--add-config", "max.message.bytes=4096"]);
+    let run = run_id();
+    let junk = format!("{run}-junk");
+    d.kcat_publish(Topic::OrderCreated, &junk, &format!("{{\"not an order\": \"{}\"}}", "x".repeat(50 * 1024)));
+    an_ordinary_order_still_completes(&d, &run).await;
+    let letters = wait_until("the two dead letters of the junk, without their copies", || async {
+        let letters: Vec<DeadLetter> = d.dead_letters().await.into_iter().filter(|l| l.key.as_deref() == Some(junk.as_str())).collect();
+        if letters.len() >= 2 { Ok(letters) } else { Err(format!("{}", letters.len())) }
+    }, || d.logs()).await;
+    for l in &letters {
+        assert_eq!((l.source_topic.as_str(), l.error_code.as_str()), ("OrderCreated", "invalid_field"), "the origin and reason stay");
+        assert!(l.error.contains("MessageTooLarge"), "{}", l.error);
+        assert!(l.payload.is_none() && l.payload_truncated, "the copy that did not fit is gone");
+    }
+    d.stop_all().await;
+    for svc in ["order-service", "payment-service"] {
+        let log = d.services[svc].log_text();
+        assert_eq!(log.matches("refused an event for good").count(), 1, "{svc} logs it once:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_an_id_cannot_forge_a_log_line() {
+    let mut d = Deployment::new(3, &[]).await;
+    d.start_all().await;
+    let run = run_id();
+    let forged = "INFO step: wallet charged → PaymentCompleted order_id=forged";
+    // In the order id (JSON escapes it; the decoded id holds a real newline) …
+    let id = format!("{run}-nl");
+    let json = order_json(&format!("{id}\\n{forged}"), "alice", 1, 10);
+    d.kcat_publish(Topic::OrderCreated, &id, &json);
+    // … and in a key that does not match its order id, which the reason quotes.
+    let other = format!("{run}-key");
+    d.produce(Topic::OrderCreated, 0, Some(format!("{other}\n{forged}").into_bytes()), order_json(&other, "alice", 1, 10).into_bytes(), BTreeMap::new()).await;
+    let letters = wait_until("four dead letters", || async {
+        let letters = d.dead_letters().await;
+        if letters.len() >= 4 { Ok(letters) } else { Err(format!("{}", letters.len())) }
+    }, || d.logs()).await;
+    let codes: Vec<&str> = letters.iter().map(|l| l.error_code.as_str()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == "invalid_field").count(), 2, "{codes:?}");
+    assert!(letters.iter().any(|l| l.error.contains("order_id") && l.error.contains("control characters")), "{letters:?}");
+    an_ordinary_order_still_completes(&d, &run).await;
+    d.stop_all().await;
+    for svc in support::SERVICES {
+        let log = d.services[svc].log_text();
+        assert!(!log.lines().any(|l| l.starts_with("INFO step:")), "{svc} printed a forged line:\n{log}");
+        assert!(!log.contains("order_id=forged") || log.contains("\\n"), "{svc}: {log}");
+    }
+    let order_log = d.services["order-service"].log_text();
+    assert!(order_log.contains("bad record parked on DeadLetter"), "{order_log}");
+}
+
+/// A batch whose second record has a header name that is not UTF-8: the broker stores it (it
+/// does not read header names), the client cannot read the batch. It is parked as one range,
+/// and the partition goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_client_cannot_read_is_parked_as_one_range() {
+    let mut d = Deployment::new(3, &[]).await;
+    d.start_all().await;
+    let run = run_id();
+    let ids: Vec<String> = (0..3).map(|i| format!("{run}-in-batch-{i}")).collect();
+    let records: Vec<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let headers = if i == 1 { vec![(vec![0xff, 0xfe], b"v".to_vec())] } else { Vec::new() };
+            (id.clone().into_bytes(), order_json(id, "alice", 1, 10).into_bytes(), headers)
+        })
+        .collect();
+    let base = support::raw::produce(&d.bootstrap, &d.topic(Topic::OrderCreated), 0, &records);
+    let letters = wait_until("an unreadable-batch dead letter from each reader", || async {
+        let letters: Vec<DeadLetter> = d.dead_letters().await.into_iter().filter(|l| l.error_code == "unreadable_batch").collect();
+        if letters.len() >= 2 { Ok(letters) } else { Err(format!("{}", letters.len())) }
+    }, || d.logs()).await;
+    for l in &letters {
+        assert_eq!((l.source_partition, l.source_offset, l.source_last_offset), (0, base, Some(base + 2)), "{l:?}");
+        assert!(l.payload_hex.is_some(), "the raw batch is kept");
+    }
+    an_ordinary_order_still_completes(&d, &run).await;
+    d.stop_all().await;
+    let log = d.services["payment-service"].log_text();
+    assert_eq!(log.matches("unreadable batch parked on DeadLetter").count(), 1, "one line per range:\n{log}");
+}
