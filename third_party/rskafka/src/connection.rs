@@ -70,15 +70,28 @@ impl Error {
                 // A SCRAM exchange the client cannot go on with: the server's proof does not
                 // match (another password), or its answer is malformed.
                 SaslError::SaslSessionError(e) => Some(format!("SASL: {e}")),
+                SaslError::ApiError(ProtocolError::IllegalSaslState) => Some(
+                    "SASL: the listener takes no SASL handshake (IllegalSaslState): \
+                     does the port match the security protocol?"
+                        .to_owned(),
+                ),
                 SaslError::ApiError(
                     e @ (ProtocolError::SaslAuthenticationFailed
-                    | ProtocolError::UnsupportedSaslMechanism
-                    | ProtocolError::IllegalSaslState),
+                    | ProtocolError::UnsupportedSaslMechanism),
                 ) => Some(format!("SASL: {e}")),
                 _ => None,
             },
             Self::Transport { broker, error } => tls_refusal(error).map(|e| format!("TLS with {broker}: {e}")),
             Self::RetryFailed(BackoffError::DeadlineExceded { source, .. }) => {
+                // Connecting to any broker retries with the errors of all of them, shared.
+                let source: &(dyn std::error::Error + 'static) =
+                    match source.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+                        Some(shared) => shared.as_ref(),
+                        None => source.as_ref(),
+                    };
+                if let Some(e) = source.downcast_ref::<Self>() {
+                    return e.misconfiguration();
+                }
                 let multi = source.downcast_ref::<MultiError>()?;
                 multi
                     .0
@@ -90,14 +103,33 @@ impl Error {
     }
 }
 
-/// The TLS error behind a transport error, when it is one a retry cannot fix: a certificate
-/// refused by either side, or no protocol version or cipher suite in common.
+/// The TLS error behind a transport error, when it is one a retry cannot fix.
 #[cfg(feature = "transport-tls")]
 fn tls_refusal(error: &transport::Error) -> Option<String> {
     let transport::Error::IO(io) = error else {
         return None;
     };
-    let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+    refused_by_tls(io.get_ref()?.downcast_ref::<RustlsError>()?)
+}
+
+#[cfg(not(feature = "transport-tls"))]
+fn tls_refusal(_error: &transport::Error) -> Option<String> {
+    None
+}
+
+#[cfg(feature = "transport-tls")]
+type RustlsError = rustls::Error;
+
+/// Stands in for rustls' error in a build without TLS: no error is ever one.
+#[cfg(not(feature = "transport-tls"))]
+#[derive(Debug, Error)]
+#[error("no TLS in this build")]
+struct RustlsError;
+
+/// Whether a TLS error means no retry can help: a certificate refused by either side, or no
+/// protocol version or cipher suite in common.
+#[cfg(feature = "transport-tls")]
+fn refused_by_tls(tls: &RustlsError) -> Option<String> {
     match tls {
         rustls::Error::InvalidCertificate(_)
         | rustls::Error::NoCertificatesPresented
@@ -109,7 +141,7 @@ fn tls_refusal(error: &transport::Error) -> Option<String> {
 }
 
 #[cfg(not(feature = "transport-tls"))]
-fn tls_refusal(_error: &transport::Error) -> Option<String> {
+fn refused_by_tls(_tls: &RustlsError) -> Option<String> {
     None
 }
 
