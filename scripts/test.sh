@@ -8,9 +8,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 # kcat publishes like a person would; docker-compose (a real Compose implementation, which
-# needs no Docker engine for `config`) validates compose.yaml.
+# needs no Docker engine for `config`) validates compose.yaml; openssl makes the secured
+# broker's throwaway CA and certificates.
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
+command -v openssl >/dev/null || missing+=(openssl)
 if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
   missing+=(docker-compose)
 fi

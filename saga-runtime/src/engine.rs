@@ -745,3 +745,78 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use rskafka::client::partition::UnreadableBatch;
+    use rskafka::record::{Record, RecordAndOffset};
+
+    fn fetched() -> Fetched {
+        Fetched { topic: Topic::OrderCreated, partition: 1, records: Vec::new(), unreadable: Vec::new(), next_offset: 0, caught_up: false }
+    }
+
+    fn letter(envelope: &Envelope) -> &DeadLetter {
+        match &envelope.event {
+            Event::DeadLetter(l) => l,
+            other => panic!("not a dead letter: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_stays_bounded_whatever_it_copies() {
+        // A huge key, many headers, and a payload JSON escapes to six times its size.
+        let rec = RecordAndOffset {
+            record: Record {
+                key: Some(vec![b'k'; 600 * 1024]),
+                value: Some(vec![0x01; 300 * 1024]),
+                headers: (0..100).map(|i| (format!("h{i}"), vec![b'v'; 5000])).collect(),
+                timestamp: Default::default(),
+            },
+            offset: 7,
+        };
+        let error = shared_events::DecodeError::MissingValue;
+        let envelope = dead_letter("payment-service", &fetched(), Parked::Record(&rec, &error), 1);
+        assert!(envelope.event.to_json().len() <= DEAD_LETTER_MAX_BYTES);
+        let l = letter(&envelope);
+        assert!(l.key_truncated && l.headers_truncated && l.payload_truncated);
+        assert!(l.headers.len() <= DEAD_LETTER_HEADERS_MAX);
+        assert!(l.payload.as_ref().is_some_and(|p| !p.is_empty()), "as much of the payload as fits is kept");
+        assert_eq!((l.source_partition, l.source_offset, l.source_last_offset), (1, 7, None));
+    }
+
+    #[test]
+    fn an_unreadable_batch_is_one_dead_letter_for_its_range() {
+        let bad = UnreadableBatch { first_offset: 10, last_offset: 14, reason: "Malformed data: bad".into(), bytes: vec![0xab; 40] };
+        let envelope = dead_letter("order-service", &fetched(), Parked::Batch(&bad), 1);
+        let l = letter(&envelope);
+        assert_eq!((l.error_code.as_str(), l.source_offset, l.source_last_offset), ("unreadable_batch", 10, Some(14)));
+        assert_eq!(l.payload_hex.as_deref(), Some("ab".repeat(40).as_str()));
+        assert_eq!(envelope.meta.event_id, EventId::dead_letter("order-service", "OrderCreated", 1, 10));
+    }
+
+    #[test]
+    fn a_refused_dead_letter_keeps_its_origin_and_id_and_loses_its_copy() {
+        let rec = RecordAndOffset {
+            record: Record { key: Some(b"o-1".to_vec()), value: Some(vec![b'x'; 50_000]), headers: Default::default(), timestamp: Default::default() },
+            offset: 3,
+        };
+        let error = shared_events::DecodeError::MissingValue;
+        let original = dead_letter("payment-service", &fetched(), Parked::Record(&rec, &error), 1);
+        let entry = outbox_entry(&original, 1);
+        let smaller = refused_letter("payment-service", &entry, "MessageTooLarge", 2);
+        assert_eq!(smaller.meta.event_id, original.meta.event_id, "the same dead letter, never published");
+        let l = letter(&smaller);
+        assert_eq!((l.source_topic.as_str(), l.source_offset, l.error_code.as_str()), ("OrderCreated", 3, "missing_value"));
+        assert!(l.payload.is_none() && l.payload_truncated && l.error.contains("MessageTooLarge"));
+        assert!(smaller.event.to_json().len() < 2048);
+        // Any other event refused: a new dead letter that names it, with a stable id.
+        let event = Envelope::root(Event::OrderCancellationRequested(shared_events::OrderCancellationRequested { order_id: "o-2".into(), reason: None }), 5);
+        let entry = outbox_entry(&event, 0);
+        let parked = refused_letter("order-service", &entry, "InvalidRecord", 6);
+        assert_eq!(parked.meta.event_id, refused_letter("order-service", &entry, "InvalidRecord", 7).meta.event_id);
+        assert_eq!(parked.meta.causation_id, Some(event.meta.event_id));
+        assert_eq!(letter(&parked).error_code, "publish_refused");
+    }
+}

@@ -746,6 +746,22 @@ mod tests {
     }
 
     #[test]
+    fn only_errors_no_retry_can_fix_are_permanent() {
+        let server = |protocol_error| KafkaError::ServerError {
+            protocol_error,
+            error_message: None,
+            request: rskafka::client::error::RequestContext::Partition("t".into(), 0),
+            response: None,
+            is_virtual: false,
+        };
+        assert!(is_permanent(&server(ProtocolError::MessageTooLarge)));
+        assert!(is_permanent(&server(ProtocolError::InvalidRecord)));
+        assert!(!is_permanent(&server(ProtocolError::NotLeaderOrFollower)), "a leader moves: retry");
+        assert!(!is_permanent(&server(ProtocolError::TopicAuthorizationFailed)), "an ACL can be granted: retry");
+        assert!(!is_permanent(&KafkaError::InvalidResponse("cut".into())));
+    }
+
+    #[test]
     fn chunks_stay_under_the_limit_in_order() {
         let records: Vec<Record> = (0..100).map(|i| record(1000 + i)).collect();
         let chunks = chunks_by_size(records.clone(), 10_000);
