@@ -20,4 +20,5 @@ fi
 scripts/kafka.sh reset >/dev/null 2>&1 || true
 scripts/kafka.sh start
 trap 'scripts/kafka.sh stop; [ -n "${KEEP_BENCH_LOGS:-}" ] || rm -rf "$repo/target/bench"' EXIT
-target/release/saga-bench --bootstrap-servers "127.0.0.1:$KAFKA_PORT" --bin-dir target/release "$@"
+target/release/saga-bench --bootstrap-servers "127.0.0.1:$KAFKA_PORT" --bin-dir target/release \
+  --broker-pid "$(cat "$KAFKA_HOME/broker-$KAFKA_PORT/broker.pid")" "$@"

@@ -69,6 +69,9 @@ pub struct Args {
     /// Also print each run's latency by half-second of sending (where the tail comes from).
     #[arg(long)]
     pub timeline: bool,
+    /// The broker's process id, to report its CPU per run (`scripts/bench.sh` passes it).
+    #[arg(long, env = "BENCH_BROKER_PID")]
+    pub broker_pid: Option<u32>,
     /// Where service stores and logs go.
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,

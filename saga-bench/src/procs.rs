@@ -42,10 +42,22 @@ impl Service {
 
     /// User + system CPU time in clock ticks (USER_HZ, 100/s on Linux).
     fn cpu_ticks(&self) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        cpu_ticks_of(self.pid())
     }
+}
+
+/// User + system CPU time of any process, in clock ticks (the broker's, for the report).
+pub fn cpu_ticks_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU a process used since `start` (ticks and when), as a percentage of one core.
+pub fn cpu_percent_since(pid: u32, start: (u64, Instant)) -> Option<f64> {
+    let ticks = cpu_ticks_of(pid)?.saturating_sub(start.0);
+    let wall = start.1.elapsed().as_secs_f64();
+    (wall > 0.0).then(|| ticks as f64 / 100.0 / wall * 100.0)
 }
 
 /// Starts the four services on fresh stores, with `extra` arguments, and waits until ready.

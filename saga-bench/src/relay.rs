@@ -10,6 +10,7 @@ use rskafka::record::Record;
 use saga_runtime::kafka::{produce_rounds, FETCH_MAX_BYTES, FETCH_RESPONSE_MAX_BYTES};
 use shared_events::Event;
 
+use crate::procs;
 use crate::load::{self, Outgoing};
 use crate::report::RunResult;
 use crate::Args;
@@ -95,11 +96,13 @@ pub async fn run(args: &Args) -> Result<RunResult> {
     let run_id = format!("{run_id}-m");
     let records = batch(&run_id, args.orders);
     let payload_bytes = records.first().map_or(0, |r| r.value.len());
+    let broker_start = args.broker_pid.and_then(|pid| Some((procs::cpu_ticks_of(pid)?, std::time::Instant::now())));
     let measured = load::round_trip(&setup, &topics[0], &last, args.partitions, records, &run_id, args.rate).await;
+    let broker_cpu_percent = args.broker_pid.zip(broker_start).and_then(|(pid, start)| procs::cpu_percent_since(pid, start));
     relays.abort_all();
     for t in &topics {
         let _ = controller.delete_topic(t, 10_000).await;
     }
     let (sent, arrived) = measured?;
-    Ok(RunResult::from_times(&sent, &arrived, payload_bytes, Vec::new()))
+    Ok(RunResult { broker_cpu_percent, ..RunResult::from_times(&sent, &arrived, payload_bytes, Vec::new()) })
 }

@@ -20,6 +20,8 @@ pub struct RunResult {
     pub max_ms: f64,
     pub payload_bytes: usize,
     pub services: Vec<Usage>,
+    /// The broker's CPU over the measured part (100% = one core), when `--broker-pid` is given.
+    pub broker_cpu_percent: Option<f64>,
     /// Latency by half-second of sending, to tell a steady tail from a stall.
     pub timeline: Vec<Slice>,
 }
@@ -75,6 +77,7 @@ impl RunResult {
             max_ms: lat.last().copied().unwrap_or(0.0),
             payload_bytes,
             services,
+            broker_cpu_percent: None,
             timeline,
         }
     }
@@ -112,6 +115,11 @@ impl Report {
         let saga = self.runs.iter().find(|(n, _)| n.starts_with("saga, saturated (fsync")).map(|(_, r)| r.throughput);
         if let (Some(c), Some(s)) = (ceiling, saga) {
             println!("saga throughput = {:.0}% of the hop ceiling", s / c * 100.0);
+        }
+        for (name, r) in &self.runs {
+            if let Some(cpu) = r.broker_cpu_percent {
+                println!("{name}: broker {cpu:.0}% CPU");
+            }
         }
         for (name, r) in self.runs.iter().filter(|(_, r)| !r.services.is_empty()) {
             let usage: Vec<String> = r.services.iter()

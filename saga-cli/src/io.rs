@@ -88,10 +88,12 @@ impl Topics {
             for (&(topic, partition), (pc, next)) in cursors.iter_mut() {
                 let end = ends[&(topic, partition)];
                 while *next < end {
-                    let (records, _) = bounded("fetch", Duration::ZERO, pc.fetch_records(*next, 1..8 * 1024 * 1024, 100)).await?;
+                    let fetched = bounded("fetch", Duration::ZERO, pc.fetch(*next, 1..8 * 1024 * 1024, 100)).await?;
                     let from = *next;
-                    for r in records.into_iter().filter(|r| r.offset >= from && r.offset < end) {
-                        *next = r.offset + 1;
+                    undecodable += fetched.unreadable.len();
+                    // Past transaction markers and aborted records too, which hold no event.
+                    *next = fetched.next_offset.map_or(from, |n| n.clamp(from, end));
+                    for r in fetched.records.into_iter().filter(|r| r.offset >= from && r.offset < end) {
                         match decode(topic, partition, &r) {
                             Some(rec) => out.push(rec),
                             None => undecodable += 1,
@@ -137,17 +139,20 @@ impl Topics {
                 let tx = tx.clone();
                 tasks.spawn(async move {
                     loop {
-                        let fetched = bounded("fetch", Duration::from_millis(500), pc.fetch_records(next, 1..8 * 1024 * 1024, 500)).await;
-                        let Ok((mut records, _)) = fetched else {
+                        let fetched = bounded("fetch", Duration::from_millis(500), pc.fetch(next, 1..8 * 1024 * 1024, 500)).await;
+                        let Ok(fetched) = fetched else {
                             tokio::time::sleep(Duration::from_secs(1)).await; // broker away: try again shortly
                             continue;
                         };
+                        let from = next;
+                        // Past transaction markers and aborted records too, which hold no event.
+                        next = fetched.next_offset.map_or(from, |n| n.max(from));
+                        let mut records = fetched.records;
                         records.sort_by_key(|r| r.offset);
                         for r in records {
-                            if r.offset < next {
+                            if r.offset < from {
                                 continue;
                             }
-                            next = r.offset + 1;
                             if let Some(rec) = decode(topic, partition, &r) {
                                 if tx.send(rec).await.is_err() {
                                     return;

@@ -183,34 +183,53 @@ async fn a_newline_in_an_id_cannot_forge_a_log_line() {
     assert!(order_log.contains("bad record parked on DeadLetter"), "{order_log}");
 }
 
-/// A batch whose second record has a header name that is not UTF-8: the broker stores it (it
-/// does not read header names), the client cannot read the batch. It is parked as one range,
-/// and the partition goes on.
+/// Batches whose second record has a header name that is not UTF-8: the broker stores them (it
+/// does not read header names as UTF-8), the client cannot read that record. In an
+/// uncompressed batch only that record is parked (records are length-prefixed); in a
+/// compressed one the whole batch is, as one range. Either way the partition goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_the_client_cannot_read_is_parked_as_one_range() {
+async fn a_record_or_batch_the_client_cannot_read_is_parked_as_one_range() {
     let mut d = Deployment::new(3, &[]).await;
     d.start_all().await;
     let run = run_id();
-    let ids: Vec<String> = (0..3).map(|i| format!("{run}-in-batch-{i}")).collect();
-    let records: Vec<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let headers = if i == 1 { vec![(vec![0xff, 0xfe], b"v".to_vec())] } else { Vec::new() };
-            (id.clone().into_bytes(), order_json(id, "alice", 1, 10).into_bytes(), headers)
-        })
-        .collect();
-    let base = support::raw::produce(&d.bootstrap, &d.topic(Topic::OrderCreated), 0, &records);
-    let letters = wait_until("an unreadable-batch dead letter from each reader", || async {
-        let letters: Vec<DeadLetter> = d.dead_letters().await.into_iter().filter(|l| l.error_code == "unreadable_batch").collect();
-        if letters.len() >= 2 { Ok(letters) } else { Err(format!("{}", letters.len())) }
+    let batch = |name: &str| -> (Vec<String>, Vec<support::raw::RawRecord>) {
+        let ids: Vec<String> = (0..3).map(|i| format!("{run}-{name}-{i}")).collect();
+        let records = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let headers = if i == 1 { vec![(vec![0xff, 0xfe], b"v".to_vec())] } else { Vec::new() };
+                (id.clone().into_bytes(), order_json(id, "alice", 1, 10).into_bytes(), headers)
+            })
+            .collect();
+        (ids, records)
+    };
+    let (plain_ids, plain) = batch("plain");
+    let plain_base = support::raw::produce(&d.bootstrap, &d.topic(Topic::OrderCreated), 0, &plain, false);
+    let (gzip_ids, gzip) = batch("gzip");
+    let gzip_base = support::raw::produce(&d.bootstrap, &d.topic(Topic::OrderCreated), 0, &gzip, true);
+
+    // Both readers of OrderCreated park the same: one record of the plain batch, the whole
+    // gzip batch.
+    let letters = wait_until("two dead letters from each reader", || async {
+        let letters: Vec<DeadLetter> = d.dead_letters().await;
+        if letters.len() >= 4 { Ok(letters) } else { Err(format!("{letters:?}")) }
     }, || d.logs()).await;
+    let ranges: Vec<(i64, Option<i64>)> = letters.iter().map(|l| (l.source_offset, l.source_last_offset)).collect();
+    assert_eq!(ranges.iter().filter(|r| **r == (plain_base + 1, None)).count(), 2, "{letters:?}");
+    assert_eq!(ranges.iter().filter(|r| **r == (gzip_base, Some(gzip_base + 2))).count(), 2, "{letters:?}");
     for l in &letters {
-        assert_eq!((l.source_partition, l.source_offset, l.source_last_offset), (0, base, Some(base + 2)), "{l:?}");
-        assert!(l.payload_hex.is_some(), "the raw batch is kept");
+        assert_eq!((l.error_code.as_str(), l.source_partition), ("unreadable_batch", 0));
+        assert!(l.payload_hex.is_some(), "the raw bytes are kept");
+    }
+    for id in [&plain_ids[0], &plain_ids[2]] {
+        d.wait_for(Topic::OrderCompleted, id).await;
     }
     an_ordinary_order_still_completes(&d, &run).await;
     d.stop_all().await;
+    for id in [&plain_ids[1], &gzip_ids[0], &gzip_ids[1], &gzip_ids[2]] {
+        assert!(d.events_for(Topic::PaymentCompleted, id).await.is_empty(), "{id} was parked, not charged");
+    }
     let log = d.services["payment-service"].log_text();
-    assert_eq!(log.matches("unreadable batch parked on DeadLetter").count(), 1, "one line per range:\n{log}");
+    assert_eq!(log.matches("unreadable batch parked on DeadLetter").count(), 2, "one line per range:\n{log}");
 }

@@ -428,20 +428,16 @@ impl Deployment {
             let end = cursor.client.get_offset(OffsetAt::Latest).await.unwrap();
             while cursor.next < end {
                 let from = cursor.next;
-                let (records, _) = cursor.client.fetch_records(cursor.next, 1..10_000_000, 100).await.unwrap();
-                for r in records {
-                    if r.offset < cursor.next {
+                let fetched = cursor.client.fetch(cursor.next, 1..10_000_000, 100).await.unwrap();
+                for r in fetched.records {
+                    if r.offset < from {
                         continue;
                     }
-                    cursor.next = r.offset + 1;
                     let raw = saga_runtime::kafka::raw_record(topic, &r);
                     cursor.seen.push(decode_record(raw).map(|envelope| Seen { partition, offset: r.offset, envelope }).map_err(|e| e.to_string()));
                 }
-                if cursor.next == from {
-                    // Only what a read-committed fetch skips (transaction markers, aborted
-                    // records) lies before the end.
-                    cursor.next = end;
-                }
+                // Past transaction markers and aborted records too, which hold no event.
+                cursor.next = fetched.next_offset.map_or(from, |n| n.max(from));
             }
             out.extend(cursor.seen.iter().cloned());
         }

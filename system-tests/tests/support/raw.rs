@@ -4,6 +4,9 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+/// A record as written: key, value, and headers as (name, value) bytes.
+pub type RawRecord = (Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
 fn varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     loop {
@@ -22,11 +25,11 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// One uncompressed version-2 batch of (key, value, headers) records.
-fn batch(records: &[(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)]) -> Vec<u8> {
+/// One version-2 batch of (key, value, headers) records, gzip-compressed if asked.
+fn batch(records: &[RawRecord], gzip: bool) -> Vec<u8> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let mut body = Vec::new();
-    body.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    body.extend_from_slice(&i16::from(gzip).to_be_bytes()); // attributes: the codec
     body.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes()); // lastOffsetDelta
     body.extend_from_slice(&now.to_be_bytes());
     body.extend_from_slice(&now.to_be_bytes());
@@ -34,6 +37,7 @@ fn batch(records: &[(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)]) -> Vec<u8> {
     body.extend_from_slice(&(-1i16).to_be_bytes());
     body.extend_from_slice(&(-1i32).to_be_bytes());
     body.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    let mut encoded = Vec::new();
     for (i, (key, value, headers)) in records.iter().enumerate() {
         let mut r = vec![0u8]; // attributes
         varint(&mut r, 0); // timestampDelta
@@ -45,9 +49,15 @@ fn batch(records: &[(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)]) -> Vec<u8> {
             bytes(&mut r, k);
             bytes(&mut r, v);
         }
-        varint(&mut body, r.len() as i64);
-        body.extend_from_slice(&r);
+        varint(&mut encoded, r.len() as i64);
+        encoded.extend_from_slice(&r);
     }
+    if gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&encoded).unwrap();
+        encoded = gz.finish().unwrap();
+    }
+    body.extend_from_slice(&encoded);
     let mut out = Vec::new();
     out.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
     out.extend_from_slice(&((4 + 1 + 4 + body.len()) as i32).to_be_bytes());
@@ -65,8 +75,8 @@ fn string(out: &mut Vec<u8>, s: &str) {
 
 /// Produces one batch to `topic`/`partition` on the broker at `bootstrap` (a single-broker
 /// cluster: it leads every partition); returns the batch's base offset.
-pub fn produce(bootstrap: &str, topic: &str, partition: i32, records: &[(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)]) -> i64 {
-    let batch = batch(records);
+pub fn produce(bootstrap: &str, topic: &str, partition: i32, records: &[RawRecord], gzip: bool) -> i64 {
+    let batch = batch(records, gzip);
     let mut req = Vec::new();
     req.extend_from_slice(&0i16.to_be_bytes()); // Produce
     req.extend_from_slice(&3i16.to_be_bytes()); // version 3

@@ -241,6 +241,22 @@ impl PartitionClient {
         bytes: Range<i32>,
         max_wait_ms: i32,
     ) -> Result<(Vec<RecordAndOffset>, i64)> {
+        // Patched: read committed, batch by batch. A batch that cannot be read is left out here,
+        // like a compacted gap; `fetch` reports it.
+        let fetched = self.fetch(offset, bytes, max_wait_ms).await?;
+
+        Ok((fetched.records, fetched.high_watermark))
+    }
+
+    /// Patched in: like [`fetch_records`](Self::fetch_records), with what the fetch skipped or
+    /// could not read, and where the next fetch goes on ([`PartitionFetch::next_offset`]): a
+    /// reader that only sees records cannot tell a transaction marker from the end.
+    pub async fn fetch(
+        &self,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+    ) -> Result<PartitionFetch> {
         let request = &build_fetch_request(offset, bytes, max_wait_ms, self.partition, &self.topic);
 
         let partition = maybe_retry(
@@ -264,11 +280,7 @@ impl PartitionClient {
         )
         .await?;
 
-        // Patched: read committed, batch by batch. A batch that cannot be read is left out here,
-        // like a compacted gap; `BrokerClient::fetch` reports it.
-        let fetched = extract_partition(&partition, offset);
-
-        Ok((fetched.records, fetched.high_watermark))
+        Ok(extract_partition(&partition, offset))
     }
 
     /// Get offset for this partition.
@@ -910,18 +922,16 @@ pub(crate) fn extract_partition(
         let (header, bytes) = match raw {
             RawBatch::Batch(header, bytes) => (header, bytes),
             RawBatch::Unframed { base_offset, reason, bytes } => {
-                if base_offset >= request_offset {
-                    out.unreadable.push(unreadable(base_offset, base_offset, reason, bytes));
-                    out.next_offset = Some(base_offset + 1);
-                }
+                // Nothing after it can be found: park one offset, and the next fetch starts
+                // right after it.
+                let first = base_offset.max(request_offset);
+                out.unreadable.push(unreadable(first, first, reason, bytes));
+                out.next_offset = Some(first + 1);
                 break;
             }
         };
         let last_offset = header.last_offset();
         out.next_offset = Some(out.next_offset.map_or(last_offset + 1, |n| n.max(last_offset + 1)));
-        if last_offset < request_offset {
-            continue;
-        }
         if header.producer_id >= 0 {
             while let Some((_, producer)) = aborted.next_if(|(first, _)| *first <= last_offset) {
                 aborting.insert(producer);
@@ -935,10 +945,15 @@ pub(crate) fn extract_partition(
         if header.is_transactional() && aborting.contains(&header.producer_id) {
             continue;
         }
+        if last_offset < request_offset {
+            continue;
+        }
         let batch = match <RecordBatch as crate::protocol::traits::ReadType<_>>::read(&mut std::io::Cursor::new(bytes)) {
             Ok(batch) => batch,
             Err(e) => {
-                out.unreadable.push(unreadable(header.base_offset, last_offset, e.to_string(), bytes));
+                if !read_record_by_record(&header, bytes, request_offset, &mut out) {
+                    out.unreadable.push(unreadable(header.base_offset, last_offset, e.to_string(), bytes));
+                }
                 continue;
             }
         };
@@ -980,6 +995,102 @@ pub(crate) fn extract_partition(
         }
     }
     out
+}
+
+/// Patched in: reads an uncompressed batch that could not be read as a whole record by record,
+/// when its CRC holds (so its bytes are as the producer wrote them): records are
+/// length-prefixed, so one malformed record is reported alone and the others are read. Returns
+/// `false`, reading nothing, for a compressed or control batch or one whose CRC fails: then the
+/// whole batch is the smallest range that can be named.
+fn read_record_by_record(
+    header: &RecordBatchHeader,
+    bytes: &[u8],
+    request_offset: i64,
+    out: &mut PartitionFetch,
+) -> bool {
+    use crate::protocol::traits::ReadType;
+    use std::io::Cursor;
+
+    if header.magic != 2 || header.attributes & 0x7 != 0 || header.is_control() {
+        return false;
+    }
+    let Some(stored_crc) = bytes.get(17..21).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes) else {
+        return false;
+    };
+    if bytes.len() < RecordBatchHeader::LEN || crc32c::crc32c(&bytes[21..]) != stored_crc {
+        return false;
+    }
+    let be_i64 = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+    let first_timestamp = be_i64(&bytes[27..35]);
+    let count = i32::from_be_bytes(bytes[57..61].try_into().unwrap_or([0; 4]));
+    let mut rest = Cursor::new(&bytes[RecordBatchHeader::LEN..]);
+    for i in 0..i64::from(count.max(0)) {
+        let start = rest.position() as usize;
+        let framed = Varint::read(&mut rest)
+            .ok()
+            .and_then(|len| usize::try_from(len.0).ok())
+            .map(|len| rest.position() as usize + len)
+            .filter(|end| *end <= rest.get_ref().len());
+        let Some(end) = framed else {
+            // Where the next record starts is lost: the rest of the batch is one range.
+            let first = (header.base_offset + i).max(request_offset);
+            out.unreadable.push(UnreadableBatch {
+                first_offset: first,
+                last_offset: header.last_offset().max(first),
+                reason: format!("record {i} of the batch: its length is malformed"),
+                bytes: rest.get_ref()[start..].to_vec(),
+            });
+            return true;
+        };
+        let framed = &rest.get_ref()[start..end];
+        rest.set_position(end as u64);
+        match ProtocolRecord::read(&mut Cursor::new(framed)) {
+            Ok(record) => {
+                let offset = header.base_offset + i64::from(record.offset_delta);
+                let timestamp = first_timestamp
+                    .checked_add(record.timestamp_delta)
+                    .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+                match timestamp {
+                    _ if offset < request_offset => {}
+                    Some(timestamp) => out.records.push(RecordAndOffset {
+                        record: Record {
+                            key: record.key,
+                            value: record.value,
+                            headers: record.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                            timestamp,
+                        },
+                        offset,
+                    }),
+                    None => out.unreadable.push(UnreadableBatch {
+                        first_offset: offset,
+                        last_offset: offset,
+                        reason: format!("Not a valid timestamp (first_timestamp={first_timestamp}, delta={})", record.timestamp_delta),
+                        bytes: framed.to_vec(),
+                    }),
+                }
+            }
+            Err(e) => {
+                // Its offset delta comes before anything that can be malformed in it.
+                let mut fields = Cursor::new(framed);
+                let delta = (|| {
+                    Varint::read(&mut fields).ok()?;
+                    Int8::read(&mut fields).ok()?;
+                    Varlong::read(&mut fields).ok()?;
+                    Some(Varint::read(&mut fields).ok()?.0)
+                })();
+                let offset = header.base_offset + delta.map_or(i, i64::from);
+                if offset >= request_offset {
+                    out.unreadable.push(UnreadableBatch {
+                        first_offset: offset,
+                        last_offset: offset,
+                        reason: e.to_string(),
+                        bytes: framed.to_vec(),
+                    });
+                }
+            }
+        }
+    }
+    true
 }
 
 fn build_list_offsets_request(partition: i32, topic: &str, at: OffsetAt) -> ListOffsetsRequest {
