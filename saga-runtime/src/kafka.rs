@@ -448,13 +448,15 @@ pub struct Publisher {
     client: Arc<Client>,
     prefix: String,
     compression: Compression,
+    /// Topics the cluster does not list, and since when (see [`TOPIC_GONE_AFTER`]).
+    missing: HashMap<String, std::time::Instant>,
     leaders: HashMap<(String, i32), i32>,
     brokers: HashMap<i32, Arc<BrokerClient>>,
 }
 
 impl Publisher {
     pub fn new(client: Arc<Client>, prefix: String, compression: Compression) -> Self {
-        Publisher { client, prefix, compression, leaders: HashMap::new(), brokers: HashMap::new() }
+        Publisher { client, prefix, compression, missing: HashMap::new(), leaders: HashMap::new(), brokers: HashMap::new() }
     }
 
     /// The leader of a (full-named) topic's partition, cached until a publish fails.
@@ -512,7 +514,25 @@ impl Publisher {
                 continue;
             };
             let name = topic_name(&self.prefix, saga_topic);
-            led.push((self.leader(&name, partition).await?, name, partition, indices));
+            match self.leader(&name, partition).await {
+                Ok(leader) => {
+                    self.missing.remove(&name);
+                    led.push((leader, name, partition, indices));
+                }
+                Err(error) => {
+                    // A topic deleted under a running service: its entries would be retried
+                    // forever, and everything published after them with them.
+                    if !self.topic_gone(&name).await? {
+                        return Err(error);
+                    }
+                    let since = *self.missing.entry(name.clone()).or_insert_with(std::time::Instant::now);
+                    if since.elapsed() < TOPIC_GONE_AFTER {
+                        return Err(error);
+                    }
+                    let reason = format!("topic {name} does not exist (deleted?) for {} s", since.elapsed().as_secs());
+                    refused.extend(indices.into_iter().map(|index| Refused { index, reason: reason.clone() }));
+                }
+            }
         }
         for round in produce_rounds(led.into_iter().map(|(leader, name, partition, indices)| {
             let records = indices.iter().map(|&i| (i, record(entries[i], now_ms))).collect();
@@ -573,10 +593,21 @@ impl Publisher {
         Ok(refused)
     }
 
+    /// Whether the cluster answers and does not list `name`.
+    async fn topic_gone(&self, name: &str) -> Result<bool, KafkaEdgeError> {
+        let listed = bounded("list topics", Duration::ZERO, async { self.client.list_topics().await.map_err(KafkaEdgeError::Topics) }).await?;
+        Ok(!listed.iter().any(|t| t.name == name))
+    }
+
     fn broker(&mut self, leader: i32) -> Arc<BrokerClient> {
         Arc::clone(self.brokers.entry(leader).or_insert_with(|| Arc::new(self.client.broker_client(leader))))
     }
 }
+
+/// How long a topic may be missing from the cluster before what goes to it is parked on
+/// DeadLetter, so that it holds back nothing published after it. Like the Java producer's
+/// `delivery.timeout.ms` (2 minutes by default), shorter: a saga has deadlines to keep.
+pub const TOPIC_GONE_AFTER: Duration = Duration::from_secs(30);
 
 /// An outbox entry the broker refused for good: sending the same record again cannot succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]

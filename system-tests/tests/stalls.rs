@@ -153,6 +153,31 @@ async fn an_output_the_broker_refuses_for_good_is_parked_and_publishing_goes_on(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_for_a_deleted_topic_is_parked_and_publishing_goes_on() {
+    let mut d = Deployment::new(3, &[]).await;
+    d.start_all().await;
+    let run = run_id();
+    let shipped = format!("{run}-shipped");
+    d.kcat_publish(Topic::OrderCreated, &shipped, &order_json(&shipped, "alice", 1, 10));
+    d.wait_for(Topic::OrderCompleted, &shipped).await;
+    // The refusal of a late cancellation goes to a topic that is gone; the order placed after
+    // it must still complete (its events queue behind the refusal).
+    d.delete_topic(Topic::OrderCancellationRefused).await;
+    d.kcat_publish(Topic::OrderCancellationRequested, &shipped, &format!(r#"{{"order_id":"{shipped}"}}"#));
+    an_ordinary_order_still_completes(&d, &run).await;
+    let parked = wait_until("the refusal parked on DeadLetter", || async {
+        let letters = d.dead_letters().await;
+        match letters.into_iter().find(|l| l.source_topic == "OrderCancellationRefused") {
+            Some(l) => Ok(l),
+            None => Err("not yet".to_owned()),
+        }
+    }, || d.logs()).await;
+    assert_eq!((parked.error_code.as_str(), parked.order_id.as_ref().map(|o| o.as_str())), ("publish_refused", Some(shipped.as_str())));
+    assert!(parked.error.contains("does not exist"), "{}", parked.error);
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newline_in_an_id_cannot_forge_a_log_line() {
     let mut d = Deployment::new(3, &[]).await;
     d.start_all().await;

@@ -389,6 +389,12 @@ impl Deployment {
         assert!(out.status.success(), "{class} {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Deletes one of this deployment's topics, as an operator might under running services.
+    pub async fn delete_topic(&self, topic: Topic) {
+        let controller = self.client.controller_client().unwrap();
+        controller.delete_topic(self.topic(topic), 10_000).await.unwrap();
+    }
+
     /// The dead letters on the DeadLetter topic so far.
     pub async fn dead_letters(&self) -> Vec<shared_events::DeadLetter> {
         self.read(Topic::DeadLetter)
