@@ -558,7 +558,11 @@ impl Publisher {
                         match p.result {
                             Ok(_) => {}
                             Err(source) if is_permanent(&source) => {
-                                for_good.push((p.topic.clone(), p.partition, indices.remove(&(p.topic, p.partition)).unwrap_or_default(), source));
+                                let Some(chunk) = indices.remove(&(p.topic.clone(), p.partition)) else {
+                                    let unasked = KafkaError::InvalidResponse("an answer for a partition not asked for".into());
+                                    return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source: unasked });
+                                };
+                                for_good.push((p.topic, p.partition, chunk, source));
                             }
                             Err(source) => return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source }),
                         }
@@ -623,13 +627,14 @@ pub fn is_permanent(error: &KafkaError) -> bool {
     matches!(
         error,
         KafkaError::ServerError {
+            // Not `CorruptMessage` (the Java client retries it: bytes may have been damaged on
+            // the way), nor `UnsupportedCompressionType` or `InvalidTimestamp`: they are the
+            // set-up's (a codec the broker lacks, a clock ahead of the broker's), would refuse
+            // every entry and their dead letters alike, and are logged and retried until fixed.
             protocol_error: ProtocolError::MessageTooLarge
                 | ProtocolError::RecordListTooLarge
                 | ProtocolError::InvalidRecord
-                | ProtocolError::CorruptMessage
-                | ProtocolError::InvalidTopicException
-                | ProtocolError::UnsupportedCompressionType
-                | ProtocolError::InvalidTimestamp,
+                | ProtocolError::InvalidTopicException,
             ..
         }
     )
@@ -789,6 +794,7 @@ mod tests {
         assert!(is_permanent(&server(ProtocolError::InvalidRecord)));
         assert!(!is_permanent(&server(ProtocolError::NotLeaderOrFollower)), "a leader moves: retry");
         assert!(!is_permanent(&server(ProtocolError::TopicAuthorizationFailed)), "an ACL can be granted: retry");
+        assert!(!is_permanent(&server(ProtocolError::UnsupportedCompressionType)), "the set-up's, for every entry");
         assert!(!is_permanent(&KafkaError::InvalidResponse("cut".into())));
     }
 

@@ -88,7 +88,7 @@ async fn the_saga_runs_over_sasl_ssl_and_saga_reads_over_mutual_tls() {
     d.wait_for(Topic::OrderCompleted, &id).await;
 
     // `saga` over mutual TLS, on the listener that refuses clients without a certificate.
-    let out = Command::new(bin_dir().join("saga"))
+    let out = support::clean_env(&mut Command::new(bin_dir().join("saga")))
         .args(["--bootstrap-servers", &b.ssl(), "--topic-prefix", &d.prefix, "--color", "never"])
         .args(["--security-protocol", "SSL", "--ssl-ca-location", &b.tls("ca.pem")])
         .args(["--ssl-certificate-location", &b.tls("client.pem"), "--ssl-key-location", &b.tls("client.key")])
@@ -103,10 +103,9 @@ async fn the_saga_runs_over_sasl_ssl_and_saga_reads_over_mutual_tls() {
 /// Runs `payment-service` with `flags` until it exits on its own; returns (exit code, stderr).
 fn run_until_exit(dir: &Path, flags: &[String]) -> (Option<i32>, String) {
     let stderr = dir.join("stderr.log");
-    let mut child = Command::new(bin_dir().join("payment-service"))
+    let mut child = support::clean_env(&mut Command::new(bin_dir().join("payment-service")))
         .args(["--data-dir", &dir.join("payment").display().to_string()])
         .args(flags)
-        .env_remove("KAFKA_SASL_PASSWORD")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())

@@ -132,6 +132,14 @@ async fn an_output_the_broker_refuses_for_good_is_parked_and_publishing_goes_on(
     // refused (MessageTooLarge) every time it is sent.
     let dead_letter_topic = d.topic(Topic::DeadLetter);
     d.kafka_tool("kafka.admin.ConfigCommand", &["--alter", "--entity-type", "topics", "--entity-name", &dead_letter_topic, "--add-config", "max.message.bytes=4096"]);
+    // The broker applies it a moment later: wait until it refuses a large record (one that
+    // does not decode, so it is no dead letter to the readers).
+    wait_until("DeadLetter to refuse 8 KB records", || async {
+        match d.try_produce(Topic::DeadLetter, 0, None, vec![b'~'; 8 * 1024], BTreeMap::new()).await {
+            Err(e) if e.contains("MessageTooLarge") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    }, || d.logs()).await;
     let run = run_id();
     let junk = format!("{run}-junk");
     d.kcat_publish(Topic::OrderCreated, &junk, &format!("{{\"not an order\": \"{}\"}}", "x".repeat(50 * 1024)));

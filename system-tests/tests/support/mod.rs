@@ -39,6 +39,23 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `N` distinct free ports: each listener is held until all are chosen.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
+/// Removes the settings a developer's or CI's environment may hold for the binaries (the
+/// broker, its security, the runtime's knobs), so a test runs them with its own flags only.
+pub fn clean_env(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| n.starts_with("KAFKA_") || n.starts_with("SAGA_") || n == "RUST_LOG") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// The broker's bootstrap address, starting one for this test binary if none is configured.
 pub fn bootstrap() -> &'static str {
     static BOOTSTRAP: OnceLock<String> = OnceLock::new();
@@ -128,10 +145,8 @@ impl ServiceProc {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(bin_dir().join(self.binary))
+        let child = clean_env(&mut Command::new(bin_dir().join(self.binary)))
             .args(&self.args)
-            .env_remove("RUST_LOG")
-            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
             // Few rows in memory, so every test also runs rules on rows read back from the store.
             .env("SAGA_RESIDENT_ROWS", "8")
             .stdin(Stdio::null())
@@ -332,9 +347,14 @@ impl Deployment {
 
     /// Produces raw bytes to a partition (duplicates, garbage).
     pub async fn produce(&self, topic: Topic, partition: i32, key: Option<Vec<u8>>, value: Vec<u8>, headers: BTreeMap<String, Vec<u8>>) {
+        self.try_produce(topic, partition, key, value, headers).await.unwrap();
+    }
+
+    /// Like [`Deployment::produce`], with the broker's answer.
+    pub async fn try_produce(&self, topic: Topic, partition: i32, key: Option<Vec<u8>>, value: Vec<u8>, headers: BTreeMap<String, Vec<u8>>) -> Result<(), String> {
         let pc = self.client.partition_client(self.topic(topic), partition, UnknownTopicHandling::Retry).await.unwrap();
         let record = Record { key, value: Some(value), headers, timestamp: now() };
-        pc.produce(vec![record], Compression::NoCompression).await.unwrap();
+        pc.produce(vec![record], Compression::NoCompression).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Publishes a hand-typed record the way the README does: kcat, key = order id, Java partitioner.
@@ -474,7 +494,7 @@ impl Deployment {
 
     /// Runs the `saga` CLI against this deployment; returns (exit code, stdout, stderr).
     pub fn saga(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin_dir().join("saga"))
+        let out = clean_env(&mut Command::new(bin_dir().join("saga")))
             .args(["--bootstrap-servers", &self.bootstrap, "--topic-prefix", &self.prefix, "--color", "never"])
             .args(args)
             .output()
@@ -560,12 +580,13 @@ pub struct SecuredBroker {
 impl SecuredBroker {
     pub fn start_new() -> SecuredBroker {
         let home = repo_root().join("target").join("test-kafka").join(format!("{}-secured", std::process::id()));
-        let b = SecuredBroker { port: free_port(), sasl_ssl_port: free_port(), ssl_port: free_port(), home };
+        let [port, sasl_ssl_port, ssl_port, controller_port] = free_ports();
+        let b = SecuredBroker { port, sasl_ssl_port, ssl_port, home };
         let status = Command::new("bash")
             .arg(repo_root().join("scripts/kafka.sh"))
             .arg("start")
             .env("KAFKA_PORT", b.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", free_port().to_string())
+            .env("KAFKA_CONTROLLER_PORT", controller_port.to_string())
             .env("KAFKA_SASL_SSL_PORT", b.sasl_ssl_port.to_string())
             .env("KAFKA_SSL_PORT", b.ssl_port.to_string())
             .env("KAFKA_HOME", &b.home)

@@ -68,8 +68,10 @@ impl Error {
                 | SaslError::UnsupportedSaslMechanism
                 | SaslError::InvalidConfig(_) => Some(format!("SASL: {e}")),
                 // A SCRAM exchange the client cannot go on with: the server's proof does not
-                // match (another password), or its answer is malformed.
-                SaslError::SaslSessionError(e) => Some(format!("SASL: {e}")),
+                // match (another password), or its answer is malformed. (Not its I/O errors.)
+                SaslError::SaslSessionError(e @ rsasl::prelude::SessionError::MechanismError(_)) => {
+                    Some(format!("SASL: {e}"))
+                }
                 SaslError::ApiError(ProtocolError::IllegalSaslState) => Some(
                     "SASL: the listener takes no SASL handshake (IllegalSaslState): \
                      does the port match the security protocol?"
@@ -92,11 +94,15 @@ impl Error {
                 if let Some(e) = source.downcast_ref::<Self>() {
                     return e.misconfiguration();
                 }
+                // Only when every bootstrap broker refused: one that is merely down (or a
+                // stale entry) must not stop a client that another one would let in later.
                 let multi = source.downcast_ref::<MultiError>()?;
-                multi
+                let causes: Vec<Option<String>> = multi
                     .0
                     .iter()
-                    .find_map(|e| e.downcast_ref::<Self>().and_then(Self::misconfiguration))
+                    .map(|e| e.downcast_ref::<Self>().and_then(Self::misconfiguration))
+                    .collect();
+                causes.iter().all(Option::is_some).then(|| causes.into_iter().flatten().next()).flatten()
             }
             _ => None,
         }
@@ -134,8 +140,27 @@ fn refused_by_tls(tls: &RustlsError) -> Option<String> {
         rustls::Error::InvalidCertificate(_)
         | rustls::Error::NoCertificatesPresented
         | rustls::Error::PeerIncompatible(_)
-        | rustls::Error::AlertReceived(_)
         | rustls::Error::InvalidCertRevocationList(_) => Some(tls.to_string()),
+        // The broker's word on our certificate or our terms; not `InternalError` and the like,
+        // which a proxy or a loaded broker may send.
+        rustls::Error::AlertReceived(alert) => {
+            use rustls::AlertDescription as A;
+            matches!(
+                alert,
+                A::BadCertificate
+                    | A::UnsupportedCertificate
+                    | A::CertificateRevoked
+                    | A::CertificateExpired
+                    | A::CertificateUnknown
+                    | A::UnknownCA
+                    | A::AccessDenied
+                    | A::HandshakeFailure
+                    | A::ProtocolVersion
+                    | A::InsufficientSecurity
+                    | A::CertificateRequired
+            )
+            .then(|| tls.to_string())
+        }
         _ => None,
     }
 }

@@ -923,15 +923,16 @@ pub(crate) fn extract_partition(
             RawBatch::Batch(header, bytes) => (header, bytes),
             RawBatch::Unframed { base_offset, reason, bytes } => {
                 // Nothing after it can be found: park one offset, and the next fetch starts
-                // right after it.
-                let first = base_offset.max(request_offset);
+                // right after it. Its base offset may be garbage: never before what was read.
+                let first = base_offset.max(out.next_offset.unwrap_or(request_offset)).max(request_offset);
                 out.unreadable.push(unreadable(first, first, reason, bytes));
-                out.next_offset = Some(first + 1);
+                out.next_offset = Some(first.saturating_add(1));
                 break;
             }
         };
         let last_offset = header.last_offset();
-        out.next_offset = Some(out.next_offset.map_or(last_offset + 1, |n| n.max(last_offset + 1)));
+        let past = last_offset.saturating_add(1);
+        out.next_offset = Some(out.next_offset.map_or(past, |n| n.max(past)));
         if header.producer_id >= 0 {
             while let Some((_, producer)) = aborted.next_if(|(first, _)| *first <= last_offset) {
                 aborting.insert(producer);
@@ -1024,6 +1025,8 @@ fn read_record_by_record(
     let first_timestamp = be_i64(&bytes[27..35]);
     let count = i32::from_be_bytes(bytes[57..61].try_into().unwrap_or([0; 4]));
     let mut rest = Cursor::new(&bytes[RecordBatchHeader::LEN..]);
+    // The offset after the last record read or parked.
+    let mut past = header.base_offset;
     for i in 0..i64::from(count.max(0)) {
         let start = rest.position() as usize;
         let framed = Varint::read(&mut rest)
@@ -1046,7 +1049,8 @@ fn read_record_by_record(
         rest.set_position(end as u64);
         match ProtocolRecord::read(&mut Cursor::new(framed)) {
             Ok(record) => {
-                let offset = header.base_offset + i64::from(record.offset_delta);
+                let offset = header.base_offset.saturating_add(i64::from(record.offset_delta));
+                past = past.max(offset.saturating_add(1));
                 let timestamp = first_timestamp
                     .checked_add(record.timestamp_delta)
                     .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
@@ -1078,7 +1082,8 @@ fn read_record_by_record(
                     Varlong::read(&mut fields).ok()?;
                     Some(Varint::read(&mut fields).ok()?.0)
                 })();
-                let offset = header.base_offset + delta.map_or(i, i64::from);
+                let offset = header.base_offset.saturating_add(delta.map_or(i, i64::from));
+                past = past.max(offset.saturating_add(1));
                 if offset >= request_offset {
                     out.unreadable.push(UnreadableBatch {
                         first_offset: offset,
@@ -1089,6 +1094,18 @@ fn read_record_by_record(
                 }
             }
         }
+    }
+    // A record count smaller than what the batch holds (the Java client refuses such a batch):
+    // what was not read is parked, not skipped unseen.
+    let left = &rest.get_ref()[rest.position() as usize..];
+    if !left.is_empty() || past <= header.last_offset() {
+        let first = past.max(request_offset);
+        out.unreadable.push(UnreadableBatch {
+            first_offset: first,
+            last_offset: header.last_offset().max(first),
+            reason: format!("the batch holds more than its record count ({count}) says"),
+            bytes: left.to_vec(),
+        });
     }
     true
 }
