@@ -527,10 +527,14 @@ fn process_batch<S: Service>(
                     let letter = dead_letter(S::NAME, &fetched, Parked::Record(rec, &error), now_ms);
                     commit.outbox.push(outbox_entry(&letter, fetched.partition));
                 }
-                Ok(input) => {
+                Ok(mut input) => {
                     let id = input.meta.event_id;
+                    // Remembered per topic: a record on one topic never shadows another's event.
+                    let applied = id.applied_on(fetched.topic);
+                    // A saga never started in the future; one that claims to would never time out.
+                    input.meta.saga_started_at_ms = input.meta.saga_started_at_ms.min(now_ms);
                     let order_id = input.event.order_id().map(|o| o.as_str()).unwrap_or_default();
-                    if !seen.insert(id) || store.is_applied(id) {
+                    if !seen.insert(applied) || store.is_applied(applied) {
                         info!(order_id, event = %input.meta.event_type, event_id = %id, "duplicate ignored");
                     } else {
                         let since_order_ms = now_ms.saturating_sub(input.meta.saga_started_at_ms);
@@ -541,7 +545,7 @@ fn process_batch<S: Service>(
                             let out = Envelope::caused_by(&input.meta, event, now_ms);
                             commit.outbox.push(outbox_entry(&out, fetched.partition));
                         }
-                        commit.applied.push(id);
+                        commit.applied.push(applied);
                     }
                 }
             }

@@ -17,6 +17,10 @@ use crate::{Event, Topic};
 /// inputs are refused here instead (and parked on DeadLetter).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
+/// How far before its record's timestamp a customer-written event may say it happened (a
+/// tool's clock behind the broker's); earlier, or later than the record, is clamped.
+pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
 /// The newest schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -61,6 +65,13 @@ impl EventId {
     /// An id derived from this one and `name`: the same inputs always give the same id.
     pub fn derive(self, name: &str) -> EventId {
         EventId(Uuid::new_v5(&self.0, name.as_bytes()))
+    }
+
+    /// What a consumer remembers this event by, read on `topic`: an id is only ever a
+    /// duplicate of one on the same topic, so a record on one topic cannot shadow an event of
+    /// another by claiming its id.
+    pub fn applied_on(self, topic: Topic) -> EventId {
+        self.derive(topic.as_str())
     }
 }
 
@@ -272,10 +283,21 @@ pub fn decode_record(raw: RawRecord<'_>) -> Result<Envelope, DecodeError> {
             })
             .transpose()
     };
-    let event_id = parse_id(headers::EVENT_ID)?;
-    let causation_id = parse_id(headers::CAUSATION_ID)?;
-    let occurred_at_ms = parse_header(headers::OCCURRED_AT_MS)?.unwrap_or(raw.timestamp_ms);
-    let saga_started_at_ms = parse_header(headers::SAGA_STARTED_AT_MS)?.unwrap_or(occurred_at_ms);
+    let mut event_id = parse_id(headers::EVENT_ID)?;
+    let mut causation_id = parse_id(headers::CAUSATION_ID)?;
+    let mut occurred_at_ms = parse_header(headers::OCCURRED_AT_MS)?.unwrap_or(raw.timestamp_ms);
+    let mut saga_started_at_ms = parse_header(headers::SAGA_STARTED_AT_MS)?.unwrap_or(occurred_at_ms);
+    if raw.topic.is_customer_writable() {
+        // Anyone a storefront lets in writes here. An id of their choosing could make a real
+        // event look like a duplicate of theirs (derived ids are predictable), a cause could
+        // claim a history that is not, and a start time could cancel an order at once or keep
+        // it open forever. So the id derives from the order alone, there is no cause, and the
+        // times stay within the record's own timestamp and a clock skew before it.
+        event_id = None;
+        causation_id = None;
+        occurred_at_ms = occurred_at_ms.clamp(raw.timestamp_ms.saturating_sub(MAX_CLOCK_SKEW_MS), raw.timestamp_ms);
+        saga_started_at_ms = occurred_at_ms;
+    }
 
     let value = raw.value.ok_or(DecodeError::MissingValue)?;
     if value.len() > MAX_EVENT_BYTES {
@@ -383,6 +405,36 @@ mod tests {
             Err(DecodeError::InvalidField { field, reason }) => (field, reason),
             other => panic!("expected a field error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn what_a_customer_topic_claims_in_headers_is_not_believed() {
+        let victim = EventId::for_order(Topic::OrderCreated, "victim");
+        let mut h = BTreeMap::new();
+        h.insert(headers::EVENT_ID.to_owned(), victim.to_string().into_bytes());
+        h.insert(headers::CAUSATION_ID.to_owned(), victim.to_string().into_bytes());
+        h.insert(headers::SAGA_STARTED_AT_MS.to_owned(), b"99999999999999".to_vec());
+        fn record(h: &BTreeMap<String, Vec<u8>>, ts: i64) -> RawRecord<'_> {
+            RawRecord { topic: Topic::OrderCreated, key: Some(b"o-1"), value: Some(TYPED.as_bytes()), headers: h, timestamp_ms: ts }
+        }
+        let env = decode_record(record(&h, 1_000_000_000)).unwrap();
+        assert_eq!(env.meta.event_id, EventId::for_order(Topic::OrderCreated, "o-1"), "the id derives from the order");
+        assert_eq!(env.meta.causation_id, None);
+        assert_eq!((env.meta.occurred_at_ms, env.meta.saga_started_at_ms), (1_000_000_000, 1_000_000_000), "not after the record");
+        h.insert(headers::OCCURRED_AT_MS.to_owned(), b"1".to_vec());
+        let env = decode_record(record(&h, 1_000_000_000)).unwrap();
+        assert_eq!(env.meta.saga_started_at_ms, 1_000_000_000 - MAX_CLOCK_SKEW_MS, "nor long before it");
+        // A service's topic, which only its owner may write (ACLs): its headers stand.
+        let payment = r#"{"order_id":"o-1","customer_id":"alice","amount_cents":5,"items":[{"sku":"w","quantity":1,"unit_price_cents":5}],"ship_to":{"country":"US"}}"#;
+        let env = decode_record(RawRecord { topic: Topic::PaymentCompleted, value: Some(payment.as_bytes()), ..record(&h, 0) }).unwrap();
+        assert_eq!((env.meta.event_id, env.meta.causation_id), (victim, Some(victim)));
+    }
+
+    #[test]
+    fn an_id_applied_on_one_topic_is_no_duplicate_on_another() {
+        let id = EventId::for_order(Topic::OrderCancelled, "o-1");
+        assert_ne!(id.applied_on(Topic::OrderCreated), id.applied_on(Topic::OrderCancelled));
+        assert_eq!(id.applied_on(Topic::OrderCancelled), id.applied_on(Topic::OrderCancelled));
     }
 
     #[test]
@@ -566,9 +618,25 @@ mod tests {
                 key: Some(rec.key.as_bytes()),
                 value: Some(&rec.value),
                 headers: &headers,
-                timestamp_ms: 0,
+                // As the publisher writes it.
+                timestamp_ms: env.meta.occurred_at_ms,
             });
             prop_assert_eq!(decoded, Ok(env));
+        }
+
+        /// Whatever headers a customer-writable record carries, its id derives from its order
+        /// and its times lie within the record's own timestamp and the allowed skew.
+        #[test]
+        fn customer_records_get_derived_ids_and_bounded_times(
+            id in any::<u128>(), started in any::<i64>(), occurred in any::<i64>(), ts in 0i64..i64::MAX / 2,
+        ) {
+            let mut h = BTreeMap::new();
+            h.insert(headers::EVENT_ID.to_owned(), Uuid::from_u128(id).to_string().into_bytes());
+            h.insert(headers::SAGA_STARTED_AT_MS.to_owned(), started.to_string().into_bytes());
+            h.insert(headers::OCCURRED_AT_MS.to_owned(), occurred.to_string().into_bytes());
+            let env = decode_record(RawRecord { topic: Topic::OrderCreated, key: Some(b"o-1"), value: Some(TYPED.as_bytes()), headers: &h, timestamp_ms: ts }).unwrap();
+            prop_assert_eq!(env.meta.event_id, EventId::for_order(Topic::OrderCreated, "o-1"));
+            prop_assert!(env.meta.saga_started_at_ms <= ts && env.meta.saga_started_at_ms >= ts - MAX_CLOCK_SKEW_MS);
         }
 
         /// Arbitrary bytes on any topic decode or fail with an error; they never panic.

@@ -43,6 +43,13 @@ impl Topic {
         Topic::DeadLetter,
     ];
 
+    /// Whether customers (a storefront, a person with kcat) write this topic. ACLs can keep
+    /// everyone but its owning service off every other topic, not off these, so what their
+    /// headers claim (ids, causes, times) is not believed: see `envelope::decode_record`.
+    pub const fn is_customer_writable(self) -> bool {
+        matches!(self, Topic::OrderCreated | Topic::OrderCancellationRequested)
+    }
+
     /// The topic's name, which is also the event type it carries.
     pub const fn as_str(self) -> &'static str {
         match self {
