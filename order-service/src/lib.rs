@@ -13,7 +13,7 @@ use std::time::Duration;
 use saga_runtime::{Context, PersistentTable, Service, Table, TimerEvent};
 use serde::{Deserialize, Serialize};
 use shared_events::{
-    CancelReason, Envelope, Event, EventId, OrderCancellationRefused, OrderCancelled, OrderCompleted,
+    CancelReason, DeadLetter, Envelope, Event, EventId, OrderCancellationRefused, OrderCancelled, OrderCompleted,
     OrderId, RefusalReason, Topic,
 };
 use tracing::{debug, info, warn};
@@ -56,6 +56,10 @@ pub struct OrderRecord {
     /// however late, is not answered again (with a refusal that would contradict it).
     #[serde(default)]
     pub cancelled_by_request: Option<EventId>,
+    /// The `OrderCreated` that placed the order (its id covers its content): another one with
+    /// the same order id is a conflict, parked. `None` in rows of earlier releases.
+    #[serde(default)]
+    pub placed_by: Option<EventId>,
 }
 
 impl OrderRecord {
@@ -133,6 +137,18 @@ impl Orders {
         if request && rec.cancelled_by_request == Some(input.meta.event_id) {
             debug!(order_id = %order_id, "cancellation request already granted");
             return None;
+        }
+        if let Event::OrderCreated(_) = event {
+            match rec.placed_by {
+                Some(first) if first != input.meta.event_id => {
+                    warn!(order_id = %order_id, first = %first, "order id reused with another payload: parked on DeadLetter");
+                    let reason = format!("order {order_id} was placed before with another payload (event {first}); this one is not the order");
+                    return Some(Event::DeadLetter(DeadLetter::rejected(&order_id, "order_id_conflict", reason)));
+                }
+                // An earlier release's row: which payload placed it is unknown.
+                None if rec.placed => {}
+                _ => rec.placed_by = Some(input.meta.event_id),
+            }
         }
         rec.created_at_ms.get_or_insert(input.meta.saga_started_at_ms);
         rec.partition.get_or_insert(ctx.partition);
@@ -416,6 +432,20 @@ mod tests {
 
     fn env(e: &Event) -> Envelope {
         Envelope::root(e.clone(), 1_000)
+    }
+
+    #[test]
+    fn an_order_id_reused_with_another_payload_is_a_conflict_and_the_same_again_is_not() {
+        let mut orders = Orders::new(None);
+        let ctx = Context { now_ms: 1_000, partition: 0 };
+        assert_eq!(orders.apply(&env(&created()), &ctx), None);
+        assert_eq!(orders.apply(&env(&created()), &ctx), None, "the same order again is a duplicate");
+        let Event::OrderCreated(mut other) = created() else { unreachable!() };
+        other.customer_id = "mallory".into();
+        let conflict = orders.apply(&env(&other.into()), &ctx);
+        let Some(Event::DeadLetter(letter)) = conflict else { panic!("expected a conflict, got {conflict:?}") };
+        assert_eq!((letter.error_code.as_str(), letter.order_id), ("order_id_conflict", Some(id())));
+        assert_eq!(orders.orders.get("o-1").unwrap().customer_id.as_deref(), Some("alice"), "the first order stands");
     }
 
     /// Feeds events in order; returns the topics emitted and the final record.

@@ -542,7 +542,13 @@ fn process_batch<S: Service>(
                         let ctx = crate::Context { now_ms, partition: fetched.partition };
                         let outputs = span.in_scope(|| service.handle(&input, &ctx));
                         for event in outputs {
-                            let out = Envelope::caused_by(&input.meta, event, now_ms);
+                            let out = match event {
+                                // A rule parks its input: the origin and the copy are the runtime's.
+                                Event::DeadLetter(rejected) => {
+                                    dead_letter(S::NAME, &fetched, Parked::Rejected(rec, &rejected), now_ms)
+                                }
+                                event => Envelope::caused_by(&input.meta, event, now_ms),
+                            };
                             commit.outbox.push(outbox_entry(&out, fetched.partition));
                         }
                         commit.applied.push(applied);
@@ -581,9 +587,11 @@ pub const DEAD_LETTER_MAX_BYTES: usize = 128 * 1024;
 /// Most bytes of a bad record's key printed in its log line.
 const LOGGED_KEY_MAX: usize = 128;
 
-/// What a dead letter parks: one record that did not decode, or a batch that could not be read.
+/// What a dead letter parks: one record that did not decode, one a rule rejected, or a batch
+/// that could not be read.
 enum Parked<'a> {
     Record(&'a rskafka::record::RecordAndOffset, &'a shared_events::DecodeError),
+    Rejected(&'a rskafka::record::RecordAndOffset, &'a DeadLetter),
     Batch(&'a rskafka::client::partition::UnreadableBatch),
 }
 
@@ -658,6 +666,16 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
             None,
             error.code(),
             error.to_string(),
+            rec.record.key.as_deref(),
+            Some(&rec.record.headers),
+            rec.record.value.as_deref().unwrap_or_default(),
+            true,
+        ),
+        Parked::Rejected(rec, rejected) => (
+            rec.offset,
+            None,
+            rejected.error_code.as_str(),
+            rejected.error.clone(),
             rec.record.key.as_deref(),
             Some(&rec.record.headers),
             rec.record.value.as_deref().unwrap_or_default(),

@@ -49,6 +49,23 @@ impl EventId {
         EventId(Uuid::new_v5(&ID_NAMESPACE, format!("{event_type}/{order_id}").as_bytes()))
     }
 
+    /// The id of an event that enters the saga from outside: [`EventId::for_order`], except
+    /// for `OrderCreated`, whose id also covers its content (as JSON, so spacing and field
+    /// order do not count). The same order typed twice is one event; an order id reused with
+    /// other lines or another customer is another event, which the order service parks as a
+    /// conflict instead of dropping it unseen as a duplicate.
+    pub fn for_event(event: &Event) -> EventId {
+        let order_id = event.order_id().map(|o| o.as_str()).unwrap_or_default();
+        match event {
+            Event::OrderCreated(_) => {
+                let mut name = format!("OrderCreated/{order_id}/").into_bytes();
+                name.extend(event.to_json());
+                EventId(Uuid::new_v5(&ID_NAMESPACE, &name))
+            }
+            _ => EventId::for_order(event.topic(), order_id),
+        }
+    }
+
     /// The id of the `event_type` event caused by `cause`.
     pub fn caused_by(cause: EventId, event_type: Topic) -> EventId {
         EventId(Uuid::new_v5(&cause.0, event_type.as_str().as_bytes()))
@@ -114,10 +131,9 @@ impl Envelope {
     /// An event that starts a saga (or enters it from outside), e.g. a tool placing an order.
     pub fn root(event: Event, now_ms: i64) -> Envelope {
         let event_type = event.topic();
-        let order_id = event.order_id().map(|o| o.as_str()).unwrap_or_default();
         Envelope {
             meta: Metadata {
-                event_id: EventId::for_order(event_type, order_id),
+                event_id: EventId::for_event(&event),
                 event_type,
                 schema_version: SCHEMA_VERSION,
                 causation_id: None,
@@ -320,7 +336,7 @@ pub fn decode_record(raw: RawRecord<'_>) -> Result<Envelope, DecodeError> {
 
     Ok(Envelope {
         meta: Metadata {
-            event_id: event_id.unwrap_or_else(|| EventId::for_order(raw.topic, order_id)),
+            event_id: event_id.unwrap_or_else(|| EventId::for_event(&event)),
             event_type: raw.topic,
             schema_version,
             causation_id,
@@ -418,7 +434,7 @@ mod tests {
             RawRecord { topic: Topic::OrderCreated, key: Some(b"o-1"), value: Some(TYPED.as_bytes()), headers: h, timestamp_ms: ts }
         }
         let env = decode_record(record(&h, 1_000_000_000)).unwrap();
-        assert_eq!(env.meta.event_id, EventId::for_order(Topic::OrderCreated, "o-1"), "the id derives from the order");
+        assert_eq!(env.meta.event_id, EventId::for_event(&env.event), "the id derives from the order");
         assert_eq!(env.meta.causation_id, None);
         assert_eq!((env.meta.occurred_at_ms, env.meta.saga_started_at_ms), (1_000_000_000, 1_000_000_000), "not after the record");
         h.insert(headers::OCCURRED_AT_MS.to_owned(), b"1".to_vec());
@@ -428,6 +444,15 @@ mod tests {
         let payment = r#"{"order_id":"o-1","customer_id":"alice","amount_cents":5,"items":[{"sku":"w","quantity":1,"unit_price_cents":5}],"ship_to":{"country":"US"}}"#;
         let env = decode_record(RawRecord { topic: Topic::PaymentCompleted, value: Some(payment.as_bytes()), ..record(&h, 0) }).unwrap();
         assert_eq!((env.meta.event_id, env.meta.causation_id), (victim, Some(victim)));
+    }
+
+    #[test]
+    fn an_order_typed_again_is_the_same_event_and_another_payload_is_not() {
+        let id = |json: &str| decode(Topic::OrderCreated, json).unwrap().meta.event_id;
+        let spaced = TYPED.replace(',', ", ").replace(':', ": ");
+        assert_eq!(id(TYPED), id(&spaced), "spacing does not count");
+        assert_ne!(id(TYPED), id(&TYPED.replace("alice", "bob")), "another customer is another event");
+        assert_ne!(id(TYPED), id(&TYPED.replace(r#""quantity":2"#, r#""quantity":3"#)));
     }
 
     #[test]
@@ -442,7 +467,7 @@ mod tests {
         let env = decode(Topic::OrderCreated, TYPED).unwrap();
         let Event::OrderCreated(order) = &env.event else { panic!("wrong variant") };
         assert_eq!(order.total_cents(), Some(2500));
-        assert_eq!(env.meta.event_id, EventId::for_order(Topic::OrderCreated, "o-1"));
+        assert_eq!(env.meta.event_id, EventId::for_event(&env.event));
         assert_eq!(env.meta.causation_id, None);
         assert_eq!(env.meta.occurred_at_ms, 42);
         assert_eq!(env.meta.saga_started_at_ms, 42);
@@ -635,7 +660,7 @@ mod tests {
             h.insert(headers::SAGA_STARTED_AT_MS.to_owned(), started.to_string().into_bytes());
             h.insert(headers::OCCURRED_AT_MS.to_owned(), occurred.to_string().into_bytes());
             let env = decode_record(RawRecord { topic: Topic::OrderCreated, key: Some(b"o-1"), value: Some(TYPED.as_bytes()), headers: &h, timestamp_ms: ts }).unwrap();
-            prop_assert_eq!(env.meta.event_id, EventId::for_order(Topic::OrderCreated, "o-1"));
+            prop_assert_eq!(env.meta.event_id, EventId::for_event(&env.event));
             prop_assert!(env.meta.saga_started_at_ms <= ts && env.meta.saga_started_at_ms >= ts - MAX_CLOCK_SKEW_MS);
         }
 

@@ -275,6 +275,30 @@ pub struct DeadLetter {
     pub headers_truncated: bool,
 }
 
+impl DeadLetter {
+    /// What a rule returns to have its input parked: a code and a reason. The runtime fills in
+    /// the origin (service, topic, partition, offset) and a bounded copy of the record.
+    pub fn rejected(order_id: &OrderId, error_code: &str, error: String) -> DeadLetter {
+        DeadLetter {
+            order_id: Some(order_id.clone()),
+            service: String::new(),
+            source_topic: String::new(),
+            source_partition: -1,
+            source_offset: -1,
+            error_code: error_code.to_owned(),
+            error,
+            key: None,
+            payload: None,
+            payload_hex: None,
+            payload_truncated: false,
+            headers: BTreeMap::new(),
+            source_last_offset: None,
+            key_truncated: false,
+            headers_truncated: false,
+        }
+    }
+}
+
 macro_rules! reason_codes {
     ($($ty:ident { $($variant:ident => $code:literal),* $(,)? })*) => {$(
         impl $ty {

@@ -48,7 +48,10 @@ async fn trace_watch_place_and_an_audit_that_finds_a_planted_violation() {
     let (_, out, _) = d.saga(&["place", "--customer", "bob", "--item", "widget:2", "--price", "1250"]);
     let broke = placed_id(&out);
 
-    let trace = d.wait_trace(&happy, "state: completed").await;
+    // The state says completed from ShipmentScheduled on (it replays order-service's rules);
+    // OrderCompleted itself is published a moment later, so wait for the event.
+    let trace = d.wait_trace(&happy, "OrderCompleted").await;
+    assert!(trace.contains("state: completed"), "{trace}");
     for step in ["OrderCreated", "PaymentCompleted", "StockReserved", "ShipmentScheduled", "OrderCompleted", "charged 2500 cents to alice", "+"] {
         assert!(trace.contains(step), "trace lacks {step}:\n{trace}");
     }
@@ -151,7 +154,9 @@ async fn customers_cancel_until_the_order_ships_then_are_refused() {
     // After shipping (the pivot): refused, with an event and a log line; nothing undone.
     let (_, out, _) = d.saga(&["place", "--customer", "alice", "--item", "widget:1", "--price", "10"]);
     let late = placed_id(&out);
-    d.wait_trace(&late, "state: completed").await;
+    // Once order-service itself says so (OrderCompleted), not when shipping has (the state
+    // says completed from ShipmentScheduled on): a cancellation read before that would win.
+    d.wait_trace(&late, "OrderCompleted").await;
     let (code, _, err) = d.saga(&["cancel", &late]);
     assert_eq!(code, 0, "{err}");
     let trace = d.wait_trace(&late, "OrderCancellationRefused").await;
