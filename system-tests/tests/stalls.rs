@@ -8,17 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use shared_events::*;
-use support::{wait_until, Deployment};
-
-fn order_json(id: &str, customer: &str, qty: u32, price: u64) -> String {
-    format!(
-        r#"{{"order_id":"{id}","customer_id":"{customer}","items":[{{"sku":"widget","quantity":{qty},"unit_price_cents":{price}}}],"ship_to":{{"country":"US"}}}}"#
-    )
-}
-
-fn run_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
-}
+use support::{order_json, run_id, wait_until, Deployment};
 
 /// An ordinary hand-typed order placed after the stall: it must complete.
 async fn an_ordinary_order_still_completes(d: &Deployment, run: &str) {

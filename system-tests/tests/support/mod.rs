@@ -26,6 +26,18 @@ use shared_events::{Envelope, Topic};
 pub mod raw;
 pub mod workload;
 
+/// A hand-typed `OrderCreated` of one widget line, shipped to the US, as kcat would send it.
+pub fn order_json(id: &str, customer: &str, qty: u32, price: u64) -> String {
+    format!(
+        r#"{{"order_id":"{id}","customer_id":"{customer}","items":[{{"sku":"widget","quantity":{qty},"unit_price_cents":{price}}}],"ship_to":{{"country":"US"}}}}"#
+    )
+}
+
+/// A short unique prefix for one test's order ids.
+pub fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
 /// Upper bound for any single condition a test waits for.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
