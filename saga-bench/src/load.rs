@@ -341,7 +341,7 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     let payload_bytes = records.first().map_or(0, |r| r.value.len());
 
     procs::mark(&mut services);
-    let broker_start = args.broker_pid.and_then(|pid| Some((procs::cpu_ticks_of(pid)?, Instant::now())));
+    let broker = procs::CpuMeter::start(args.broker_pid);
     let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let sampler = tokio::spawn(async move {
         let mut services = services;
@@ -357,7 +357,7 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     let _ = stop_sampling.send(());
     let mut services = sampler.await?;
     let usage = procs::usage(&mut services);
-    let broker_cpu_percent = args.broker_pid.zip(broker_start).and_then(|(pid, start)| procs::cpu_percent_since(pid, start));
+    let broker_cpu_percent = broker.and_then(|m| m.percent());
     procs::stop(services);
     let (sent, arrived) = measured?;
     Ok(RunResult { broker_cpu_percent, ..RunResult::from_times(&sent, &arrived, payload_bytes, usage) })

@@ -47,17 +47,32 @@ impl Service {
 }
 
 /// User + system CPU time of any process, in clock ticks (the broker's, for the report).
-pub fn cpu_ticks_of(pid: u32) -> Option<u64> {
+fn cpu_ticks_of(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-/// CPU a process used since `start` (ticks and when), as a percentage of one core.
-pub fn cpu_percent_since(pid: u32, start: (u64, Instant)) -> Option<f64> {
-    let ticks = cpu_ticks_of(pid)?.saturating_sub(start.0);
-    let wall = start.1.elapsed().as_secs_f64();
-    (wall > 0.0).then(|| ticks as f64 / 100.0 / wall * 100.0)
+/// The CPU another process (the broker) uses from now on.
+pub struct CpuMeter {
+    pid: u32,
+    ticks: u64,
+    since: Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring `pid`; `None` without a pid or when /proc does not have it.
+    pub fn start(pid: Option<u32>) -> Option<CpuMeter> {
+        let pid = pid?;
+        Some(CpuMeter { pid, ticks: cpu_ticks_of(pid)?, since: Instant::now() })
+    }
+
+    /// CPU used since the start, as a percentage of one core.
+    pub fn percent(&self) -> Option<f64> {
+        let ticks = cpu_ticks_of(self.pid)?.saturating_sub(self.ticks);
+        let wall = self.since.elapsed().as_secs_f64();
+        (wall > 0.0).then(|| ticks as f64 / 100.0 / wall * 100.0)
+    }
 }
 
 /// Starts the four services on fresh stores, with `extra` arguments, and waits until ready.

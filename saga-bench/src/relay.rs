@@ -96,9 +96,9 @@ pub async fn run(args: &Args) -> Result<RunResult> {
     let run_id = format!("{run_id}-m");
     let records = batch(&run_id, args.orders);
     let payload_bytes = records.first().map_or(0, |r| r.value.len());
-    let broker_start = args.broker_pid.and_then(|pid| Some((procs::cpu_ticks_of(pid)?, std::time::Instant::now())));
+    let broker = procs::CpuMeter::start(args.broker_pid);
     let measured = load::round_trip(&setup, &topics[0], &last, args.partitions, records, &run_id, args.rate).await;
-    let broker_cpu_percent = args.broker_pid.zip(broker_start).and_then(|(pid, start)| procs::cpu_percent_since(pid, start));
+    let broker_cpu_percent = broker.and_then(|m| m.percent());
     relays.abort_all();
     for t in &topics {
         let _ = controller.delete_topic(t, 10_000).await;

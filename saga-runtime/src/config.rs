@@ -41,10 +41,14 @@ impl CompressionArg {
 
 impl std::fmt::Display for CompressionArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use clap::ValueEnum;
-        let name = self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
-        f.write_str(&name)
+        write_value_name(self, f)
     }
+}
+
+/// Writes a flag value as the flag spells it (`SASL_SSL`, `SCRAM-SHA-512`, `zstd`), for
+/// `Display`: one spelling for `--help`, messages and the flags a binary passes on.
+pub(crate) fn write_value_name<T: clap::ValueEnum>(value: &T, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    f.write_str(value.to_possible_value().as_ref().map_or("", |v| v.get_name()))
 }
 
 /// Options every service accepts. Flatten into a binary's `clap::Parser`.

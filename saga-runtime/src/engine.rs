@@ -587,6 +587,26 @@ pub const DEAD_LETTER_MAX_BYTES: usize = 128 * 1024;
 /// Most bytes of a bad record's key printed in its log line.
 const LOGGED_KEY_MAX: usize = 128;
 
+/// A dead letter's copy of headers: at most [`DEAD_LETTER_HEADERS_MAX`], names and values cut at
+/// [`DEAD_LETTER_KEY_MAX`]; and whether anything was cut or left out.
+fn bounded_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, std::borrow::Cow<'a, str>)>,
+) -> (std::collections::BTreeMap<String, String>, bool) {
+    let mut cut = false;
+    let mut copy = std::collections::BTreeMap::new();
+    for (i, (name, value)) in headers.into_iter().enumerate() {
+        if i >= DEAD_LETTER_HEADERS_MAX {
+            cut = true;
+            break;
+        }
+        let (name, name_cut) = text::truncated(name, DEAD_LETTER_KEY_MAX);
+        let (value, value_cut) = text::truncated(&value, DEAD_LETTER_KEY_MAX);
+        cut |= name_cut || value_cut;
+        copy.insert(name.to_owned(), value.to_owned());
+    }
+    (copy, cut)
+}
+
 /// What a dead letter parks: one record that did not decode, one a rule rejected, or a batch
 /// that could not be read.
 enum Parked<'a> {
@@ -605,6 +625,7 @@ fn refused_letter(service: &str, entry: &OutboxEntry, reason: &str, now_ms: i64)
     let own_id = event_id.parse().ok().map(EventId);
     let (key, key_truncated) = text::truncated(&entry.key, DEAD_LETTER_KEY_MAX);
     let refused = |what: &str| text::truncated(&format!("{what}; Kafka refused it for good: {reason}"), DEAD_LETTER_KEY_MAX).0.to_owned();
+    let (headers, headers_truncated) = bounded_headers(entry.headers.iter().map(|(k, v)| (k.as_str(), v.as_str().into())));
     let letter = match serde_json::from_str::<DeadLetter>(&entry.value) {
         Ok(letter) if entry.topic == Topic::DeadLetter.as_str() => DeadLetter {
             error: refused(&letter.error),
@@ -629,15 +650,10 @@ fn refused_letter(service: &str, entry: &OutboxEntry, reason: &str, now_ms: i64)
             payload: None,
             payload_hex: None,
             payload_truncated: true,
-            headers: entry
-                .headers
-                .iter()
-                .take(DEAD_LETTER_HEADERS_MAX)
-                .map(|(k, v)| (text::truncated(k, DEAD_LETTER_KEY_MAX).0.to_owned(), text::truncated(v, DEAD_LETTER_KEY_MAX).0.to_owned()))
-                .collect(),
+            headers,
             source_last_offset: None,
             key_truncated,
-            headers_truncated: entry.headers.len() > DEAD_LETTER_HEADERS_MAX,
+            headers_truncated,
         },
     };
     let is_letter = entry.topic == Topic::DeadLetter.as_str();
@@ -699,20 +715,8 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
         }
         None => (None, false),
     };
-    let mut headers_truncated = false;
-    let headers = headers
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, (k, v))| {
-            headers_truncated |= i >= DEAD_LETTER_HEADERS_MAX;
-            let value = String::from_utf8_lossy(v);
-            let (name, name_cut) = text::truncated(k, DEAD_LETTER_KEY_MAX);
-            let (value, value_cut) = text::truncated(&value, DEAD_LETTER_KEY_MAX);
-            headers_truncated |= name_cut || value_cut;
-            (i < DEAD_LETTER_HEADERS_MAX).then(|| (name.to_owned(), value.to_owned()))
-        })
-        .collect();
+    let (headers, headers_truncated) =
+        bounded_headers(headers.into_iter().flatten().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v))));
     let mut letter = DeadLetter {
         order_id: if is_text { shared_events::envelope::sniff_order_id(value) } else { None },
         service: service.to_owned(),

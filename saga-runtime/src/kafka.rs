@@ -14,7 +14,7 @@ use std::time::Duration;
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionFetch, UnknownTopicHandling, UnreadableBatch};
-use rskafka::client::broker::{BrokerClient, FetchPartition};
+use rskafka::client::broker::{BrokerClient, FetchPartition, PartitionProduced};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::{Record, RecordAndOffset};
 use rskafka::BackoffConfig;
@@ -554,18 +554,12 @@ impl Publisher {
                         .collect();
                     let produced = bounded("produce", Duration::ZERO, broker.produce(batches, compression)).await?;
                     let mut for_good = Vec::new();
-                    for p in produced {
-                        match p.result {
-                            Ok(_) => {}
-                            Err(source) if is_permanent(&source) => {
-                                let Some(chunk) = indices.remove(&(p.topic.clone(), p.partition)) else {
-                                    let unasked = KafkaError::InvalidResponse("an answer for a partition not asked for".into());
-                                    return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source: unasked });
-                                };
-                                for_good.push((p.topic, p.partition, chunk, source));
-                            }
-                            Err(source) => return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source }),
-                        }
+                    for (topic, partition, source) in refused_for_good(produced)? {
+                        let Some(chunk) = indices.remove(&(topic.clone(), partition)) else {
+                            let unasked = KafkaError::InvalidResponse("an answer for a partition not asked for".into());
+                            return Err(KafkaEdgeError::Publish { topic, partition, source: unasked });
+                        };
+                        for_good.push((topic, partition, chunk, source));
                     }
                     Ok((leader, for_good))
                 });
@@ -583,12 +577,8 @@ impl Publisher {
                     for i in chunk {
                         let one = vec![(topic.clone(), partition, vec![record(entries[i], now_ms)])];
                         let produced = bounded("produce", Duration::ZERO, broker.produce(one, self.compression)).await?;
-                        for p in produced {
-                            match p.result {
-                                Ok(_) => {}
-                                Err(source) if is_permanent(&source) => refused.push(Refused { index: i, reason: source.to_string() }),
-                                Err(source) => return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source }),
-                            }
+                        for (_, _, source) in refused_for_good(produced)? {
+                            refused.push(Refused { index: i, reason: source.to_string() });
                         }
                     }
                 }
@@ -619,6 +609,20 @@ pub struct Refused {
     /// Its place in the entries given to [`Publisher::publish`].
     pub index: usize,
     pub reason: String,
+}
+
+/// The partitions of a produce the broker refused for good, with why; an error if it refused
+/// one for a reason a retry may fix.
+fn refused_for_good(produced: Vec<PartitionProduced>) -> Result<Vec<(String, i32, KafkaError)>, KafkaEdgeError> {
+    let mut refused = Vec::new();
+    for p in produced {
+        match p.result {
+            Ok(_) => {}
+            Err(source) if is_permanent(&source) => refused.push((p.topic, p.partition, source)),
+            Err(source) => return Err(KafkaEdgeError::Publish { topic: p.topic, partition: p.partition, source }),
+        }
+    }
+    Ok(refused)
 }
 
 /// Whether the broker's answer to a produce means this record can never be written as it is

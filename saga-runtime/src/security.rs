@@ -45,9 +45,7 @@ impl SecurityProtocol {
 
 impl fmt::Display for SecurityProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use clap::ValueEnum;
-        let name = self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
-        f.write_str(&name)
+        crate::config::write_value_name(self, f)
     }
 }
 
@@ -64,9 +62,7 @@ pub enum SaslMechanism {
 
 impl fmt::Display for SaslMechanism {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use clap::ValueEnum;
-        let name = self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
-        f.write_str(&name)
+        crate::config::write_value_name(self, f)
     }
 }
 
