@@ -22,6 +22,14 @@
 # other-ca.pem, other-client.pem + other-client.key from an unrelated CA (untrusted-certificate
 # tests). The .p12 files are PKCS12 with password `saga-tls`. SCRAM users are written when the
 # storage is formatted (a broker formatted without KAFKA_SASL_SSL_PORT gets them once it answers).
+#
+#   KAFKA_AUTHORIZER=1   (with KAFKA_SASL_SSL_PORT) Kafka's StandardAuthorizer, deny by default:
+#                        only what ACLs allow (`saga acl` grants the saga's). SCRAM and PLAIN
+#                        users, each with password `<user>-secret`: admin (the super user, and
+#                        the broker's own principal to its controller and other brokers), the
+#                        saga's principals order-service, payment-service, inventory-service,
+#                        shipping-service, storefront and monitor, and saga. The PLAINTEXT
+#                        listener stays, unauthenticated: it answers metadata, nothing else.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,6 +46,13 @@ tls_password=saga-tls
 # The SASL user: PLAIN's from the listener's JAAS configuration, SCRAM's from the metadata log.
 sasl_user=saga
 sasl_password=saga-secret
+authorizer=${KAFKA_AUTHORIZER:-0}
+if [ "$authorizer" = 1 ]; then
+  sasl_users=(saga admin order-service payment-service inventory-service shipping-service storefront monitor)
+else
+  sasl_users=(saga)
+fi
+password_of() { printf '%s-secret' "$1"; }
 
 say() { printf 'kafka.sh: %s\n' "$*" >&2; }
 
@@ -127,8 +142,17 @@ tls_files() {
 
 configure() {
   mkdir -p "$run/data" "$run/logs"
+  if [ "$authorizer" = 1 ] && [ -z "$sasl_ssl_port" ]; then
+    say "KAFKA_AUTHORIZER=1 needs KAFKA_SASL_SSL_PORT (principals authenticate there)"; exit 1
+  fi
   local listeners="PLAINTEXT://127.0.0.1:$port" advertised="PLAINTEXT://127.0.0.1:$port"
-  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" inter_broker=PLAINTEXT
+  if [ "$authorizer" = 1 ]; then
+    # The broker authenticates as the super user wherever it is a client: to the controller
+    # and to other brokers. Unauthenticated, it would be ANONYMOUS, which would then have to
+    # be a super user, and so would every client of a PLAINTEXT listener.
+    protocols="CONTROLLER:SASL_PLAINTEXT,PLAINTEXT:PLAINTEXT" inter_broker=SASL_SSL
+  fi
   if [ -n "$sasl_ssl_port" ]; then
     listeners+=",SASL_SSL://127.0.0.1:$sasl_ssl_port" advertised+=",SASL_SSL://127.0.0.1:$sasl_ssl_port"
     protocols+=",SASL_SSL:SASL_SSL"
@@ -144,7 +168,7 @@ controller.quorum.voters=1@127.0.0.1:$controller_port
 listeners=$listeners,CONTROLLER://127.0.0.1:$controller_port
 advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
+inter.broker.listener.name=$inter_broker
 listener.security.protocol.map=$protocols
 log.dirs=$run/data
 num.partitions=1
@@ -172,23 +196,44 @@ EOF
     echo "listener.name.ssl.ssl.client.auth=required" >>"$run/server.properties"
   fi
   if [ -n "$sasl_ssl_port" ]; then
+    local user plain_users="" self=""
+    for user in "${sasl_users[@]}"; do plain_users+=" user_$user=\"$(password_of "$user")\""; done
+    if [ "$authorizer" = 1 ]; then self=" username=\"admin\" password=\"$(password_of admin)\""; fi
     cat >>"$run/server.properties" <<EOF
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
-listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$self$plain_users;
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 EOF
   fi
+  if [ "$authorizer" = 1 ]; then
+    cat >>"$run/server.properties" <<EOF
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin
+sasl.mechanism.inter.broker.protocol=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$(password_of admin)" user_admin="$(password_of admin)";
+EOF
+  fi
   if [ ! -f "$run/data/meta.properties" ]; then
     say "formatting KRaft storage in $run/data"
-    local scram=()
+    local scram=() user
     if [ -n "$sasl_ssl_port" ]; then
-      scram=(--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]"
-        --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]")
+      for user in "${sasl_users[@]}"; do
+        scram+=(--add-scram "SCRAM-SHA-256=[name=$user,password=$(password_of "$user")]"
+          --add-scram "SCRAM-SHA-512=[name=$user,password=$(password_of "$user")]")
+      done
     fi
     java_cmd kafka.tools.StorageTool format -t "$(java_cmd kafka.tools.StorageTool random-uuid)" \
       -c "$run/server.properties" ${scram[@]+"${scram[@]}"} >"$run/logs/format.log" 2>&1
     if [ -n "$sasl_ssl_port" ]; then touch "$run/scram-users"; fi
+    if [ "$authorizer" = 1 ]; then touch "$run/authorizer-users"; fi
+  fi
+  if [ "$authorizer" = 1 ] && [ ! -f "$run/authorizer-users" ]; then
+    say "this broker's storage was formatted without KAFKA_AUTHORIZER=1, so it lacks the saga's users; start from nothing with: $0 reset"
+    exit 1
   fi
 }
 
@@ -251,5 +296,5 @@ case "${1:-}" in
   stop) stop ;;
   status) if alive && answers; then say "running on 127.0.0.1:$port"; else say "not running"; exit 1; fi ;;
   reset) stop; rm -rf "$run"; say "data deleted" ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

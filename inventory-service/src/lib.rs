@@ -159,6 +159,7 @@ impl Inventory {
 impl Service for Inventory {
     const NAME: &'static str = "inventory-service";
     const CONSUMES: &'static [Topic] = &[Topic::PaymentCompleted, Topic::OrderCancelled];
+    const EMITS: &'static [Topic] = &[Topic::StockReserved, Topic::StockFailed, Topic::StockReleased];
     type Seed = Seed;
 
     fn seed(&mut self, seed: Seed) {

@@ -366,6 +366,7 @@ impl Service for Orders {
         Topic::ShipmentCancelled,
         Topic::OrderCancellationRequested,
     ];
+    const EMITS: &'static [Topic] = &[Topic::OrderCompleted, Topic::OrderCancelled, Topic::OrderCancellationRefused, Topic::DeadLetter];
     type Seed = Seed;
 
     fn seed(&mut self, _seed: Seed) {}

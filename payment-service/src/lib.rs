@@ -152,6 +152,7 @@ impl Payment {
 impl Service for Payment {
     const NAME: &'static str = "payment-service";
     const CONSUMES: &'static [Topic] = &[Topic::OrderCreated, Topic::OrderCancelled];
+    const EMITS: &'static [Topic] = &[Topic::PaymentCompleted, Topic::PaymentFailed, Topic::PaymentRefunded];
     type Seed = Seed;
 
     fn seed(&mut self, seed: Seed) {

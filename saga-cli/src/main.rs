@@ -7,6 +7,7 @@
 //! saga audit                     check the whole log for the saga's invariants (exit 1 on violation)
 //! saga place --customer alice --item widget:2 --price 1250 --country US
 //! saga cancel <ORDER_ID>         ask to cancel an order (OrderCancellationRequested)
+//! saga acl [--dry-run]           grant each service, the storefront and monitors their Kafka ACLs
 //! ```
 
 use std::collections::HashMap;
@@ -99,6 +100,30 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Grant each service, the storefront and monitors the Kafka ACLs they need and no more
+    /// (derived from the services' code); idempotent. Needs a principal allowed to manage ACLs
+    /// (a super user) and a cluster with an authorizer; everything not granted stays denied.
+    Acl {
+        /// Print what would be granted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A role's principal, ROLE=PRINCIPAL (e.g. `storefront=User:shop`); repeatable.
+        /// Roles: order-service, payment-service, inventory-service, shipping-service,
+        /// storefront, monitor [default: User:<role>].
+        #[arg(long = "principal", value_parser = parse_principal)]
+        principals: Vec<(String, String)>,
+    },
+}
+
+fn parse_principal(s: &str) -> Result<(String, String), String> {
+    let roles: Vec<&str> = saga_cli::access::roles().iter().map(|r| r.name).collect();
+    match s.split_once('=') {
+        Some((role, principal)) if roles.contains(&role) && principal.split_once(':').is_some_and(|(t, n)| !t.is_empty() && !n.is_empty()) => {
+            Ok((role.to_owned(), principal.to_owned()))
+        }
+        Some((role, _)) if !roles.contains(&role) => Err(format!("`{role}` is not a role (roles: {})", roles.join(", "))),
+        _ => Err(format!("`{s}` is not ROLE=TYPE:NAME, e.g. storefront=User:shop")),
+    }
 }
 
 fn parse_item(s: &str) -> Result<(String, u32, Option<u64>), String> {
@@ -140,6 +165,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
     let security = cli.security.into_security()?;
+    if let Command::Acl { dry_run, principals } = &cli.command {
+        return provision_acls(&cli.bootstrap_servers, &security, &cli.topic_prefix, principals, *dry_run).await;
+    }
     let topics = Topics::connect(&cli.bootstrap_servers, &security, &cli.topic_prefix).await?;
     match cli.command {
         Command::Trace { order_id } => {
@@ -246,8 +274,92 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             topics.publish(&Envelope::root(Event::OrderCancellationRequested(event), now_ms())).await?;
             eprintln!("asked to cancel {order_id}; see the outcome with: saga trace {order_id}");
         }
+        Command::Acl { .. } => unreachable!("handled before connecting to the topics"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `saga acl`: creates the plan's ACLs that do not exist yet, one line per principal and
+/// operation, and names ACLs on the saga's topics that the plan does not have (left alone).
+async fn provision_acls(
+    servers: &[String],
+    security: &saga_runtime::security::Security,
+    prefix: &str,
+    principals: &[(String, String)],
+    dry_run: bool,
+) -> Result<ExitCode> {
+    use rskafka::client::acl::{AclBinding, AclBindingFilter, PatternType, ResourceType};
+    let backoff = saga_runtime::kafka::backoff(Duration::from_secs(1));
+    let client = saga_runtime::kafka::connect_with(servers, security, "saga-cli", backoff).await?;
+    let admin = client.controller_client()?;
+    let filter = AclBindingFilter { resource_type: ResourceType::Topic, pattern_type: PatternType::Literal, ..AclBindingFilter::any() };
+    let existing: std::collections::BTreeSet<AclBinding> = saga_runtime::kafka::bounded("describe ACLs", Duration::ZERO, admin.describe_acls(&filter))
+        .await
+        .map_err(acl_error)?
+        .into_iter()
+        .collect();
+    let plan = saga_cli::access::plan(prefix, |role| {
+        principals.iter().rev().find(|(r, _)| r == role.name).map_or_else(|| format!("User:{}", role.name), |(_, p)| p.clone())
+    });
+    let wanted: Vec<AclBinding> = plan.iter().flat_map(|(_, _, b)| b.iter().cloned()).collect();
+    let missing: Vec<AclBinding> = wanted.iter().filter(|b| !existing.contains(b)).cloned().collect();
+    let mut failed = Vec::new();
+    if !dry_run && !missing.is_empty() {
+        let results = saga_runtime::kafka::bounded("create ACLs", Duration::ZERO, admin.create_acls(&missing)).await.map_err(acl_error)?;
+        failed = missing.iter().zip(results).filter_map(|(b, r)| r.err().map(|e| (b.clone(), e))).collect();
+    }
+    let status = |b: &AclBinding| match (existing.contains(b), dry_run) {
+        (true, _) => "exists",
+        (false, true) => "would grant",
+        (false, false) if failed.iter().any(|(f, _)| f == b) => "FAILED",
+        (false, false) => "granted",
+    };
+    for (role, principal, bindings) in &plan {
+        say(&format!("{principal} ({}: {})", role.name, role.about));
+        // One line per operation and status, in the operations' order (Read, Write, Create, …).
+        let mut lines: std::collections::BTreeMap<(i8, &str), (String, Vec<&str>)> = std::collections::BTreeMap::new();
+        for b in bindings {
+            let topic = b.resource_name.strip_prefix(prefix).unwrap_or(&b.resource_name);
+            lines.entry((b.operation.code(), status(b))).or_insert_with(|| (b.operation.to_string(), Vec::new())).1.push(topic);
+        }
+        for ((_, status), (operation, topics)) in lines {
+            let topics = if topics.len() == shared_events::Topic::ALL.len() { "every saga topic".to_owned() } else { topics.join(", ") };
+            say(&format!("  {status:<11} {operation:<9} {topics}"));
+        }
+    }
+    let ours: Vec<String> = shared_events::Topic::ALL.iter().map(|t| format!("{prefix}{t}")).collect();
+    for extra in existing.iter().filter(|b| ours.contains(&b.resource_name) && !wanted.contains(b)) {
+        say(&format!("not in the plan, left alone: {extra}"));
+    }
+    for (binding, error) in &failed {
+        eprintln!("saga: error: cannot create `{binding}`: {error}");
+    }
+    let verb = if dry_run { "would grant" } else { "granted" };
+    say(&format!(
+        "{} ACLs for {} principals on topics `{prefix}*`: {} {verb}, {} existed; everything else is denied",
+        wanted.len(),
+        plan.len(),
+        missing.len() - failed.len(),
+        wanted.len() - missing.len()
+    ));
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What an operator should do about a refused ACL request.
+fn acl_error(e: saga_runtime::kafka::KafkaEdgeError) -> anyhow::Error {
+    use rskafka::client::error::{Error, ProtocolError};
+    let hint = match &e {
+        saga_runtime::kafka::KafkaEdgeError::Kafka(Error::ServerError { protocol_error, .. }) => match protocol_error {
+            ProtocolError::SecurityDisabled => Some("the cluster has no authorizer (`authorizer.class.name`), so ACLs would change nothing"),
+            ProtocolError::ClusterAuthorizationFailed => Some("this principal may not manage ACLs: run as a super user (`super.users`)"),
+            _ => None,
+        },
+        _ => None,
+    };
+    match hint {
+        Some(hint) => anyhow::anyhow!("{hint} ({e})"),
+        None => anyhow::Error::new(e).context("cannot manage ACLs"),
+    }
 }
 
 /// Prints a line; a closed pipe (`saga watch | head`) ends the program quietly, like other

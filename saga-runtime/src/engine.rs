@@ -85,17 +85,17 @@ pub async fn run<S: Service>(
     store.attach_tables(service.tables(), config.resident_rows);
     seed_if_new(&mut service, &mut store, &config).await?;
 
-    let Some((client, partitions)) = connect(&config, &mut shutdown).await? else {
+    let Some((client, partitions)) = connect(&config, S::CONSUMES, S::EMITS, &mut shutdown).await? else {
         return Ok(());
     };
-    let mut publisher = Publisher::new(Arc::clone(&client), config.topic_prefix.clone(), config.compression.codec());
+    let mut publisher = Publisher::new(Arc::clone(&client), &config);
 
     // 1. Whatever a previous run committed but did not publish goes out first.
     let pending = store.outbox()?;
     if !pending.is_empty() {
         let count: usize = pending.iter().map(|b| b.entries.len()).sum();
         info!(count, "publishing events left in the outbox by the previous run");
-        if !publish(&mut publisher, &store.outbox_cleaner(), pending, &config, shutdown.as_mut()).await {
+        if !publish(&mut publisher, &store.outbox_cleaner(), pending, &config, shutdown.as_mut()).await? {
             return stop(&store).await;
         }
     }
@@ -143,10 +143,11 @@ pub async fn run<S: Service>(
                 let _ = abandoned.wait_for(|a| *a).await;
             };
             tokio::pin!(stop);
-            if !publish(&mut publisher, &cleaner, batches, &publisher_config, stop.as_mut()).await {
+            if !publish(&mut publisher, &cleaner, batches, &publisher_config, stop.as_mut()).await? {
                 break;
             }
         }
+        Ok::<(), KafkaEdgeError>(())
     });
 
     // 4. Batches until asked to stop. A commit's events may leave only once the commit is on
@@ -169,9 +170,13 @@ pub async fn run<S: Service>(
         let commit = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            _ = &mut publisher_task => {
-                // It runs until its queue closes, below; ending earlier means it panicked.
-                return Err(RuntimeError::PublisherStopped);
+            ended = &mut publisher_task => {
+                // It runs until its queue closes, below; ending earlier means the brokers
+                // refuse its writes for good, or it panicked.
+                return Err(match ended {
+                    Ok(Err(fatal)) => fatal.into(),
+                    _ => RuntimeError::PublisherStopped,
+                });
             }
             Some(_) = fetchers.join_next() => {
                 // Fetchers run until the loop ends; one that stopped (a panic) would stall its
@@ -258,7 +263,8 @@ pub async fn run<S: Service>(
         () = tokio::time::sleep(grace) => None,
     };
     match drained {
-        Some(Ok(())) => {}
+        Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(fatal))) => return Err(fatal.into()),
         Some(Err(_)) => return Err(RuntimeError::PublisherStopped),
         None => {
             warn!("publishing did not finish within {grace:?}; the rest stays in the outbox for the next start");
@@ -374,6 +380,8 @@ async fn seed_if_new<S: Service>(
 /// `None` if shutdown was requested first.
 async fn connect(
     config: &RuntimeConfig,
+    consumes: &[Topic],
+    emits: &[Topic],
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Option<(Arc<rskafka::client::Client>, i32)>, RuntimeError> {
     let mut delay = Duration::from_millis(200);
@@ -383,6 +391,7 @@ async fn connect(
         let ready = async {
             let client = kafka::connect(config).await?;
             let partitions = kafka::ensure_topics(&client, config).await?;
+            kafka::check_access(&client, config, consumes, emits).await?;
             Ok::<_, KafkaEdgeError>((Arc::new(client), partitions))
         };
         let result = tokio::select! {
@@ -410,14 +419,15 @@ async fn connect(
 
 /// Publishes entries, then has them deleted from the outbox (with the next commit), retrying
 /// with backoff while Kafka is unreachable. Returns `false` if shutdown came first (the
-/// entries stay in the outbox).
+/// entries stay in the outbox), and an error no retry can fix (the ACLs refuse the writes;
+/// the entries stay in the outbox too).
 async fn publish(
     publisher: &mut Publisher,
     cleaner: &OutboxCleaner,
     batches: Vec<OutboxBatch>,
     config: &RuntimeConfig,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> bool {
+) -> Result<bool, KafkaEdgeError> {
     let mut refs: Vec<&OutboxEntry> = batches.iter().flat_map(|b| &b.entries).collect();
     let total = refs.len();
     // Dead letters for entries the broker refused for good; owned here, published next.
@@ -428,7 +438,7 @@ async fn publish(
     loop {
         let result = tokio::select! {
             biased;
-            () = shutdown.as_mut() => return false,
+            () = shutdown.as_mut() => return Ok(false),
             r = publisher.publish(&refs) => r,
         };
         match result {
@@ -463,8 +473,9 @@ async fn publish(
                 }
                 debug!(count = total, "published");
                 cleaner.remove_outbox(batches.into_iter().flat_map(|b| b.keys));
-                return true;
+                return Ok(true);
             }
+            Err(error) if error.is_fatal() => return Err(error),
             Err(error) => {
                 if !failing {
                     warn!(%error, pending = refs.len(), "publish failed; events stay in the outbox, retrying with backoff");
@@ -472,7 +483,7 @@ async fn publish(
                 }
                 tokio::select! {
                     biased;
-                    () = shutdown.as_mut() => return false,
+                    () = shutdown.as_mut() => return Ok(false),
                     () = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(config.max_backoff);
@@ -485,6 +496,7 @@ async fn publish(
 fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Result<Commit, StoreError> {
     let mut commit = Commit::default();
     for due in service.on_timer(now_ms) {
+        debug_assert!(S::EMITS.contains(&due.event.topic()), "{} emitted {}, not in its EMITS", S::NAME, due.event.topic());
         let out = Envelope::on_timer(due.event, due.saga_started_at_ms, now_ms);
         commit.outbox.push(outbox_entry(&out, due.partition));
     }
@@ -542,6 +554,7 @@ fn process_batch<S: Service>(
                         let ctx = crate::Context { now_ms, partition: fetched.partition };
                         let outputs = span.in_scope(|| service.handle(&input, &ctx));
                         for event in outputs {
+                            debug_assert!(S::EMITS.contains(&event.topic()), "{} emitted {}, not in its EMITS", S::NAME, event.topic());
                             let out = match event {
                                 // A rule parks its input: the origin and the copy are the runtime's.
                                 Event::DeadLetter(rejected) => {

@@ -76,14 +76,34 @@ pub enum KafkaEdgeError {
     /// The brokers answer but refuse this client's security settings: no retry can help.
     #[error("cannot connect to Kafka at {servers} with {security}: {cause}")]
     Refused { servers: String, security: String, cause: String },
+    /// The brokers accept this client but its ACLs do not allow what it must do.
+    #[error("Kafka does not let this client, {security}, {missing}: is it running with another service's credentials, or are the ACLs not provisioned (`saga acl`)?")]
+    NotAuthorized { security: String, missing: String },
 }
 
 impl KafkaEdgeError {
     /// Whether retrying cannot help: the brokers refuse the credentials, the SASL mechanism or
     /// a certificate (an unreachable broker is waited for instead).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, KafkaEdgeError::Refused { .. } | KafkaEdgeError::PartitionMismatch(_))
+        matches!(
+            self,
+            KafkaEdgeError::Refused { .. } | KafkaEdgeError::NotAuthorized { .. } | KafkaEdgeError::PartitionMismatch(_)
+        )
     }
+}
+
+/// Whether the broker refused a request because this client's principal lacks an ACL.
+pub fn is_authorization(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::ServerError {
+            protocol_error: ProtocolError::TopicAuthorizationFailed
+                | ProtocolError::ClusterAuthorizationFailed
+                | ProtocolError::GroupAuthorizationFailed
+                | ProtocolError::TransactionalIdAuthorizationFailed,
+            ..
+        }
+    )
 }
 
 /// Most bytes of records in one produce request. Kafka refuses a request over its
@@ -177,6 +197,11 @@ pub async fn ensure_topics(client: &Client, config: &RuntimeConfig) -> Result<i3
         match bounded("create topic", Duration::from_secs(10), async { Ok::<_, KafkaEdgeError>(create.await) }).await? {
             Ok(()) => info!(topic = %name, partitions = config.partitions, "created topic"),
             Err(KafkaError::ServerError { protocol_error: ProtocolError::TopicAlreadyExists, .. }) => {}
+            // It cannot see the topic (no DESCRIBE) or may not create it.
+            Err(e) if is_authorization(&e) => {
+                let missing = format!("create or describe topic {name}");
+                return Err(KafkaEdgeError::NotAuthorized { security: config.security.describe(), missing });
+            }
             Err(e) => return Err(KafkaEdgeError::Topics(e)),
         }
     }
@@ -205,6 +230,61 @@ pub async fn ensure_topics(client: &Client, config: &RuntimeConfig) -> Result<i3
         return Err(KafkaEdgeError::PartitionMismatch(detail));
     }
     Ok(first as i32)
+}
+
+/// Checks that the brokers let this client read what the service consumes and write what it
+/// emits (and `DeadLetter`), so that running with another service's credentials, or before
+/// its ACLs are provisioned, stops the service at start-up instead of at its first produce.
+/// A broker without an authorizer allows everything.
+pub async fn check_access(
+    client: &Client,
+    config: &RuntimeConfig,
+    consumes: &[Topic],
+    emits: &[Topic],
+) -> Result<(), KafkaEdgeError> {
+    use rskafka::client::acl::AclOperation;
+    let mut writes: Vec<Topic> = emits.to_vec();
+    if !writes.contains(&Topic::DeadLetter) {
+        writes.push(Topic::DeadLetter);
+    }
+    let mut names: Vec<String> = consumes.iter().chain(&writes).map(|t| topic_name(&config.topic_prefix, *t)).collect();
+    names.sort();
+    names.dedup();
+    let allowed = bounded("check ACLs", Duration::ZERO, client.topic_authorized_operations(names)).await?;
+    let mut not_ready = Vec::new();
+    let mut denied = |topics: &[Topic], operation: AclOperation| -> Vec<&'static str> {
+        topics
+            .iter()
+            .filter(|t| {
+                let name = topic_name(&config.topic_prefix, **t);
+                match allowed.get(&name) {
+                    Some(Ok(ops)) => !ops.allows(operation),
+                    Some(Err(ProtocolError::TopicAuthorizationFailed)) => true,
+                    // Just created, and not in this broker's metadata yet.
+                    Some(Err(_)) | None => {
+                        not_ready.push(name);
+                        false
+                    }
+                }
+            })
+            .map(|t| t.as_str())
+            .collect()
+    };
+    let reads = denied(consumes, AclOperation::Read);
+    let writes = denied(&writes, AclOperation::Write);
+    if !not_ready.is_empty() {
+        not_ready.dedup();
+        return Err(KafkaEdgeError::TopicsNotReady(not_ready.join(", ")));
+    }
+    let missing: Vec<String> = [("read", reads), ("write", writes)]
+        .into_iter()
+        .filter(|(_, topics)| !topics.is_empty())
+        .map(|(what, topics)| format!("{what} {}", topics.join(", ")))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(KafkaEdgeError::NotAuthorized { security: config.security.describe(), missing: missing.join(" or ") })
 }
 
 /// One input partition, and where reading it goes on.
@@ -446,6 +526,8 @@ async fn earliest_offset(client: &Client, name: &str, partition: i32) -> Result<
 /// batch touches, on a connection of its own (a long-polling fetch never delays a publish).
 pub struct Publisher {
     client: Arc<Client>,
+    /// How this client authenticates, for the error when the ACLs refuse a write.
+    security: String,
     prefix: String,
     compression: Compression,
     /// Topics the cluster does not list, and since when (see [`TOPIC_GONE_AFTER`]).
@@ -455,8 +537,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(client: Arc<Client>, prefix: String, compression: Compression) -> Self {
-        Publisher { client, prefix, compression, missing: HashMap::new(), leaders: HashMap::new(), brokers: HashMap::new() }
+    pub fn new(client: Arc<Client>, config: &RuntimeConfig) -> Self {
+        Publisher {
+            client,
+            security: config.security.describe(),
+            prefix: config.topic_prefix.clone(),
+            compression: config.compression.codec(),
+            missing: HashMap::new(),
+            leaders: HashMap::new(),
+            brokers: HashMap::new(),
+        }
     }
 
     /// The leader of a (full-named) topic's partition, cached until a publish fails.
@@ -483,8 +573,14 @@ impl Publisher {
     /// published already: publishing them again is safe, as consumers drop what they applied.
     /// Entries the broker refuses for good (see [`is_permanent`]) are not retried: they come
     /// back as [`Refused`], and everything else is published.
+    /// A write the ACLs refuse is [`KafkaEdgeError::NotAuthorized`], which no retry fixes.
     pub async fn publish(&mut self, entries: &[&OutboxEntry]) -> Result<Vec<Refused>, KafkaEdgeError> {
-        let result = self.try_publish(entries).await;
+        let result = match self.try_publish(entries).await {
+            Err(KafkaEdgeError::Publish { topic, source, .. }) if is_authorization(&source) => {
+                Err(KafkaEdgeError::NotAuthorized { security: self.security.clone(), missing: format!("write {topic}") })
+            }
+            result => result,
+        };
         if result.is_err() {
             // A connection may be stale, or a leader moved: start afresh on the next attempt.
             self.leaders.clear();

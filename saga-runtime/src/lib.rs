@@ -83,6 +83,11 @@ pub trait Service: Send + 'static {
     const NAME: &'static str;
     /// The topics it reads.
     const CONSUMES: &'static [Topic];
+    /// The topics its rules write (`handle` and `on_timer` return only these events). The
+    /// runtime may also write `DeadLetter` for any service, for input it cannot process.
+    /// With `CONSUMES`, this is what the service's Kafka ACLs grant (`saga acl`), and what it
+    /// checks it may do at start-up.
+    const EMITS: &'static [Topic];
     /// The data loaded on first start (demo data by default, or `--seed FILE`).
     type Seed: DeserializeOwned + Default;
 

@@ -121,6 +121,7 @@ impl Shipping {
 impl Service for Shipping {
     const NAME: &'static str = "shipping-service";
     const CONSUMES: &'static [Topic] = &[Topic::StockReserved, Topic::OrderCancelled];
+    const EMITS: &'static [Topic] = &[Topic::ShipmentScheduled, Topic::ShippingFailed, Topic::ShipmentCancelled];
     type Seed = Seed;
 
     fn seed(&mut self, seed: Seed) {

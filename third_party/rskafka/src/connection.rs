@@ -14,7 +14,7 @@ use crate::connection::transport::Transport;
 use crate::messenger::{Messenger, RequestError, SaslError};
 use crate::protocol::error::Error as ProtocolError;
 use crate::protocol::messages::{MetadataRequest, MetadataRequestTopic, MetadataResponse};
-use crate::protocol::primitives::String_;
+use crate::protocol::primitives::{Boolean, String_};
 use crate::throttle::maybe_throttle;
 use crate::{
     backoff::{Backoff, BackoffConfig, BackoffError},
@@ -410,6 +410,7 @@ impl BrokerConnector {
                     .collect()
             }),
             allow_auto_topic_creation: None,
+            include_topic_authorized_operations: None,
         };
 
         let response = metadata_request_with_retry(metadata_mode, &request, backoff, self).await?;
@@ -424,6 +425,34 @@ impl BrokerConnector {
         self.topology.update(&response.brokers);
 
         Ok((response, None))
+    }
+
+    /// Metadata for `topics` with the operations this client's principal may perform on each
+    /// (patched in); never cached.
+    pub async fn request_topic_authorized_operations(
+        &self,
+        topics: Vec<String>,
+    ) -> Result<MetadataResponse> {
+        let backoff = Backoff::new(&self.backoff_config);
+        let request = MetadataRequest {
+            topics: Some(
+                topics
+                    .into_iter()
+                    .map(|x| MetadataRequestTopic { name: String_(x) })
+                    .collect(),
+            ),
+            allow_auto_topic_creation: Some(Boolean(false)),
+            include_topic_authorized_operations: Some(Boolean(true)),
+        };
+        let response = metadata_request_with_retry(
+            &MetadataLookupMode::ArbitraryBroker,
+            &request,
+            backoff,
+            self,
+        )
+        .await?;
+        self.topology.update(&response.brokers);
+        Ok(response)
     }
 
     pub(crate) fn invalidate_metadata_cache(
@@ -876,6 +905,7 @@ mod tests {
         MetadataRequest {
             topics: Default::default(),
             allow_auto_topic_creation: Default::default(),
+            include_topic_authorized_operations: Default::default(),
         }
     }
 
@@ -886,6 +916,7 @@ mod tests {
             cluster_id: Default::default(),
             controller_id: Default::default(),
             topics: Default::default(),
+            cluster_authorized_operations: Default::default(),
         }
     }
 

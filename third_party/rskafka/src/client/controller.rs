@@ -13,13 +13,19 @@ use crate::{
     messenger::RequestError,
     protocol::{
         error::Error as ProtocolError,
-        messages::{CreateTopicRequest, CreateTopicsRequest, DeleteTopicsRequest},
-        primitives::{Array, Int16, Int32, String_},
+        messages::{
+            AclCreation, CreateAclsRequest, CreateTopicRequest, CreateTopicsRequest,
+            DeleteTopicsRequest, DescribeAclsRequest,
+        },
+        primitives::{Array, Int8, Int16, Int32, NullableString, String_},
     },
     throttle::maybe_throttle,
     validation::ExactlyOne,
 };
 
+use super::acl::{
+    AclBinding, AclBindingFilter, AclOperation, AclPermissionType, PatternType, ResourceType,
+};
 use super::error::RequestContext;
 
 #[derive(Debug)]
@@ -151,6 +157,131 @@ impl ControllerClient {
         let _ = self.brokers.refresh_metadata().await;
 
         Ok(())
+    }
+
+    /// Create ACLs (patched in); one result per binding, in order. Creating an ACL that
+    /// exists already succeeds and changes nothing.
+    pub async fn create_acls(&self, bindings: &[AclBinding]) -> Result<Vec<Result<()>>> {
+        let request = &CreateAclsRequest {
+            creations: bindings
+                .iter()
+                .map(|b| AclCreation {
+                    resource_type: Int8(b.resource_type.code()),
+                    resource_name: String_(b.resource_name.clone()),
+                    resource_pattern_type: Int8(b.pattern_type.code()),
+                    principal: String_(b.principal.clone()),
+                    host: String_(b.host.clone()),
+                    operation: Int8(b.operation.code()),
+                    permission_type: Int8(b.permission.code()),
+                })
+                .collect(),
+        };
+
+        let results = maybe_retry(&self.backoff_config, self, "create_acls", || async move {
+            let (broker, r#gen) = self
+                .get()
+                .await
+                .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
+            let response = broker
+                .request(request)
+                .await
+                .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
+            maybe_throttle(response.throttle_time_ms)?;
+            Ok(response.results)
+        })
+        .await?;
+
+        if results.len() != bindings.len() {
+            return Err(Error::InvalidResponse(format!(
+                "{} results for {} ACL creations",
+                results.len(),
+                bindings.len()
+            )));
+        }
+        Ok(results
+            .into_iter()
+            .zip(bindings)
+            .map(|(result, binding)| match result.error {
+                None => Ok(()),
+                Some(protocol_error) => Err(Error::ServerError {
+                    protocol_error,
+                    error_message: result.error_message.0,
+                    request: RequestContext::Topic(binding.resource_name.clone()),
+                    response: None,
+                    is_virtual: false,
+                }),
+            })
+            .collect())
+    }
+
+    /// The ACLs matching `filter` (patched in). Bindings with a code this client does not
+    /// know are left out.
+    pub async fn describe_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
+        let request = &DescribeAclsRequest {
+            resource_type_filter: Int8(filter.resource_type.code()),
+            resource_name_filter: NullableString(filter.resource_name.clone()),
+            pattern_type_filter: Int8(filter.pattern_type.code()),
+            principal_filter: NullableString(filter.principal.clone()),
+            host_filter: NullableString(filter.host.clone()),
+            operation: Int8(filter.operation.code()),
+            permission_type: Int8(filter.permission.code()),
+        };
+
+        let resources = maybe_retry(&self.backoff_config, self, "describe_acls", || async move {
+            let (broker, r#gen) = self
+                .get()
+                .await
+                .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
+            let response = broker
+                .request(request)
+                .await
+                .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
+            maybe_throttle(response.throttle_time_ms)?;
+            match response.error {
+                None => Ok(response.resources),
+                Some(protocol_error) => Err(ErrorOrThrottle::Error((
+                    Error::ServerError {
+                        protocol_error,
+                        error_message: response.error_message.0,
+                        request: RequestContext::Topic(
+                            filter.resource_name.clone().unwrap_or_default(),
+                        ),
+                        response: None,
+                        is_virtual: false,
+                    },
+                    Some(r#gen),
+                ))),
+            }
+        })
+        .await?;
+
+        let mut bindings = Vec::new();
+        for resource in resources {
+            let (Some(resource_type), Some(pattern_type)) = (
+                ResourceType::from_code(resource.resource_type.0),
+                PatternType::from_code(resource.pattern_type.0),
+            ) else {
+                continue;
+            };
+            for acl in resource.acls {
+                let (Some(operation), Some(permission)) = (
+                    AclOperation::from_code(acl.operation.0),
+                    AclPermissionType::from_code(acl.permission_type.0),
+                ) else {
+                    continue;
+                };
+                bindings.push(AclBinding {
+                    resource_type,
+                    resource_name: resource.name.0.clone(),
+                    pattern_type,
+                    principal: acl.principal.0,
+                    host: acl.host.0,
+                    operation,
+                    permission,
+                });
+            }
+        }
+        Ok(bindings)
     }
 
     /// Retrieve the broker ID of the controller

@@ -113,6 +113,7 @@ mod tests {
                 error: Default::default(),
                 is_internal: Default::default(),
                 partitions: Default::default(),
+                topic_authorized_operations: Default::default(),
             })
             .collect();
 
@@ -122,6 +123,7 @@ mod tests {
             cluster_id: Default::default(),
             controller_id: Default::default(),
             topics,
+            cluster_authorized_operations: Default::default(),
         }
     }
 
@@ -179,6 +181,7 @@ mod tests {
             cluster_id: Default::default(),
             controller_id: Default::default(),
             topics: Default::default(),
+            cluster_authorized_operations: Default::default(),
         });
 
         let (_data, gen1) = cache.get(&None).unwrap();
@@ -191,6 +194,7 @@ mod tests {
             cluster_id: Default::default(),
             controller_id: Default::default(),
             topics: Default::default(),
+            cluster_authorized_operations: Default::default(),
         });
 
         let (_data, gen2) = cache.get(&None).unwrap();

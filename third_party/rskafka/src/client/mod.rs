@@ -11,6 +11,7 @@ use crate::{
     topic::Topic,
 };
 
+pub mod acl;
 pub mod broker;
 pub mod consumer;
 pub mod controller;
@@ -184,6 +185,36 @@ impl Client {
         topics: Vec<String>,
     ) -> Result<std::collections::HashMap<(String, i32), i32>> {
         broker::partition_leaders(&self.brokers, topics).await
+    }
+
+    /// What this client's principal may do with each of `topics` (patched in): the
+    /// operations the broker's authorizer allows (all of them on a broker without one), or the
+    /// topic's error (`TopicAuthorizationFailed` when it may not even describe it).
+    pub async fn topic_authorized_operations(
+        &self,
+        topics: Vec<String>,
+    ) -> Result<
+        std::collections::HashMap<
+            String,
+            std::result::Result<acl::AuthorizedOperations, crate::protocol::error::Error>,
+        >,
+    > {
+        let response = self
+            .brokers
+            .request_topic_authorized_operations(topics)
+            .await?;
+        Ok(response
+            .topics
+            .into_iter()
+            .map(|t| {
+                let result = match (t.error, t.topic_authorized_operations) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(ops)) => Ok(acl::AuthorizedOperations(ops.0)),
+                    (None, None) => Err(crate::protocol::error::Error::UnsupportedVersion),
+                };
+                (t.name.0, result)
+            })
+            .collect())
     }
 
     /// Returns a list of topics in the cluster

@@ -25,6 +25,12 @@ pub struct MetadataRequest {
     ///
     /// Added in version 4
     pub allow_auto_topic_creation: Option<Boolean>,
+
+    /// Whether to include each topic's authorized operations (what this client's principal
+    /// may do with it).
+    ///
+    /// Added in version 8
+    pub include_topic_authorized_operations: Option<Boolean>,
 }
 
 impl RequestBody for MetadataRequest {
@@ -32,9 +38,10 @@ impl RequestBody for MetadataRequest {
 
     const API_KEY: ApiKey = ApiKey::Metadata;
 
-    /// At the time of writing this is the same subset supported by rdkafka
+    /// Up to the last version before flexible encoding: version 8 adds the authorized
+    /// operations; Kafka 4.0 removed versions 0 to 3.
     const API_VERSION_RANGE: ApiVersionRange =
-        ApiVersionRange::new(ApiVersion(Int16(0)), ApiVersion(Int16(4)));
+        ApiVersionRange::new(ApiVersion(Int16(0)), ApiVersion(Int16(8)));
 
     const FIRST_TAGGED_FIELD_IN_REQUEST_VERSION: ApiVersion = ApiVersion(Int16(9));
 }
@@ -49,12 +56,18 @@ where
         version: ApiVersion,
     ) -> Result<(), WriteVersionedError> {
         let v = version.0.0;
-        assert!(v <= 4);
+        assert!(v <= 8);
 
         if v < 4 && self.allow_auto_topic_creation.is_some() {
             return Err(WriteVersionedError::FieldNotAvailable {
                 version,
                 field: "allow_auto_topic_creation".to_string(),
+            });
+        }
+        if v < 8 && self.include_topic_authorized_operations.is_some() {
+            return Err(WriteVersionedError::FieldNotAvailable {
+                version,
+                field: "include_topic_authorized_operations".to_string(),
             });
         }
 
@@ -65,6 +78,13 @@ where
                 None => Boolean(true).write(writer)?,
                 Some(b) => b.write(writer)?,
             }
+        }
+        if v >= 8 {
+            // include_cluster_authorized_operations (versions 8 to 10): never asked for
+            Boolean(false).write(writer)?;
+            self.include_topic_authorized_operations
+                .unwrap_or(Boolean(false))
+                .write(writer)?;
         }
         Ok(())
     }
@@ -85,7 +105,7 @@ where
         writer: &mut W,
         version: ApiVersion,
     ) -> Result<(), WriteVersionedError> {
-        assert!(version.0.0 <= 4);
+        assert!(version.0.0 <= 8);
         Ok(self.name.write(writer)?)
     }
 }
@@ -113,6 +133,11 @@ pub struct MetadataResponse {
 
     /// Each topic in the response
     pub topics: Vec<MetadataResponseTopic>,
+
+    /// The operations the client may perform on the cluster, if asked for.
+    ///
+    /// Added in version 8
+    pub cluster_authorized_operations: Option<Int32>,
 }
 
 impl<R> ReadVersionedType<R> for MetadataResponse
@@ -121,13 +146,14 @@ where
 {
     fn read_versioned(reader: &mut R, version: ApiVersion) -> Result<Self, ReadVersionedError> {
         let v = version.0.0;
-        assert!(v <= 4);
+        assert!(v <= 8);
 
         let throttle_time_ms = (v >= 3).then(|| Int32::read(reader)).transpose()?;
         let brokers = read_versioned_array(reader, version)?.unwrap_or_default();
         let cluster_id = (v >= 2).then(|| NullableString::read(reader)).transpose()?;
         let controller_id = (v >= 1).then(|| Int32::read(reader)).transpose()?;
         let topics = read_versioned_array(reader, version)?.unwrap_or_default();
+        let cluster_authorized_operations = (v >= 8).then(|| Int32::read(reader)).transpose()?;
 
         Ok(Self {
             throttle_time_ms,
@@ -135,6 +161,7 @@ where
             topics,
             cluster_id,
             controller_id,
+            cluster_authorized_operations,
         })
     }
 }
@@ -157,7 +184,7 @@ where
 {
     fn read_versioned(reader: &mut R, version: ApiVersion) -> Result<Self, ReadVersionedError> {
         let v = version.0.0;
-        assert!(v <= 4);
+        assert!(v <= 8);
 
         let node_id = Int32::read(reader)?;
         let host = String_::read(reader)?;
@@ -183,6 +210,11 @@ pub struct MetadataResponseTopic {
     pub is_internal: Option<Boolean>,
     /// Each partition in the topic
     pub partitions: Vec<MetadataResponsePartition>,
+    /// A bit field of the operations (`AclOperation` codes) the client may perform on the
+    /// topic; `i32::MIN` unless asked for.
+    ///
+    /// Added in version 8
+    pub topic_authorized_operations: Option<Int32>,
 }
 
 impl<R> ReadVersionedType<R> for MetadataResponseTopic
@@ -191,18 +223,20 @@ where
 {
     fn read_versioned(reader: &mut R, version: ApiVersion) -> Result<Self, ReadVersionedError> {
         let v = version.0.0;
-        assert!(v <= 4);
+        assert!(v <= 8);
 
         let error = Error::new(Int16::read(reader)?.0);
         let name = String_::read(reader)?;
         let is_internal = (v >= 1).then(|| Boolean::read(reader)).transpose()?;
         let partitions = read_versioned_array(reader, version)?.unwrap_or_default();
+        let topic_authorized_operations = (v >= 8).then(|| Int32::read(reader)).transpose()?;
 
         Ok(Self {
             error,
             name,
             is_internal,
             partitions,
+            topic_authorized_operations,
         })
     }
 }
@@ -215,10 +249,18 @@ pub struct MetadataResponsePartition {
     pub partition_index: Int32,
     /// The ID of the leader broker
     pub leader_id: Int32,
+    /// The leader epoch of this partition
+    ///
+    /// Added in version 7
+    pub leader_epoch: Option<Int32>,
     /// The set of all nodes that host this partition
     pub replica_nodes: Array<Int32>,
     /// The set of all nodes that are in sync with the leader for this partition
     pub isr_nodes: Array<Int32>,
+    /// The set of offline replicas of this partition
+    ///
+    /// Added in version 5
+    pub offline_replicas: Option<Array<Int32>>,
 }
 
 impl<R> ReadVersionedType<R> for MetadataResponsePartition
@@ -227,14 +269,16 @@ where
 {
     fn read_versioned(reader: &mut R, version: ApiVersion) -> Result<Self, ReadVersionedError> {
         let v = version.0.0;
-        assert!(v <= 4);
+        assert!(v <= 8);
 
         Ok(Self {
             error: Error::new(Int16::read(reader)?.0),
             partition_index: Int32::read(reader)?,
             leader_id: Int32::read(reader)?,
+            leader_epoch: (v >= 7).then(|| Int32::read(reader)).transpose()?,
             replica_nodes: Array::read(reader)?,
             isr_nodes: Array::read(reader)?,
+            offline_replicas: (v >= 5).then(|| Array::read(reader)).transpose()?,
         })
     }
 }

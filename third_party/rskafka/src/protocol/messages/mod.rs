@@ -16,6 +16,8 @@ use super::{
     vec_builder::VecBuilder,
 };
 
+mod acls;
+pub use acls::*;
 mod api_versions;
 pub use api_versions::*;
 mod constants;

@@ -1,0 +1,153 @@
+//! Who may do what on the saga's topics: the Kafka ACLs `saga acl` provisions, derived from
+//! each service's own `CONSUMES` and `EMITS`, so they cannot drift from what the services do.
+//!
+//! Everything not granted here is denied: Kafka's `StandardAuthorizer` denies a request no ACL
+//! allows (`allow.everyone.if.no.acl.found=false`, its default).
+
+use std::collections::BTreeSet;
+
+use rskafka::client::acl::{AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType};
+use saga_runtime::Service;
+use shared_events::Topic;
+
+/// One kind of client of the saga and what its principal needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// `order-service`, …, `storefront`, `monitor`; the default principal is `User:<name>`.
+    pub name: &'static str,
+    pub about: &'static str,
+    pub reads: Vec<Topic>,
+    pub writes: Vec<Topic>,
+    /// Topics it must see and may create although it neither reads nor writes them.
+    pub creates: Vec<Topic>,
+}
+
+impl Role {
+    /// A saga service: it reads what it consumes, writes what it emits and `DeadLetter` (the
+    /// runtime parks input it cannot process), and sees and may create every saga topic (the
+    /// first service to start creates the topics and all check their partition counts agree).
+    /// CREATE on a topic that exists grants nothing else: not deleting it, not altering it.
+    pub fn service<S: Service>() -> Role {
+        let mut writes = S::EMITS.to_vec();
+        if !writes.contains(&Topic::DeadLetter) {
+            writes.push(Topic::DeadLetter);
+        }
+        Role { name: S::NAME, about: "saga service", reads: S::CONSUMES.to_vec(), writes, creates: Topic::ALL.to_vec() }
+    }
+
+    /// Places orders and asks for cancellations, and nothing else: the topics customers write.
+    pub fn storefront() -> Role {
+        let writes = Topic::ALL.into_iter().filter(|t| t.is_customer_writable()).collect();
+        Role { name: "storefront", about: "customers' orders and cancellations", reads: vec![], writes, creates: vec![] }
+    }
+
+    /// Reads every topic (`saga trace`, `watch`, `stuck`, `audit`, monitoring); writes nothing.
+    pub fn monitor() -> Role {
+        Role { name: "monitor", about: "read-only: `saga` and monitoring", reads: Topic::ALL.to_vec(), writes: vec![], creates: vec![] }
+    }
+
+    /// The ACLs granting this role's needs to `principal`, on topics named `<prefix><Topic>`.
+    /// Literal names only: a prefixed ACL would also cover topics the saga does not have.
+    pub fn bindings(&self, prefix: &str, principal: &str) -> BTreeSet<AclBinding> {
+        let allow = |topic: Topic, operation| AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: format!("{prefix}{topic}"),
+            pattern_type: PatternType::Literal,
+            principal: principal.to_owned(),
+            host: "*".to_owned(),
+            operation,
+            permission: AclPermissionType::Allow,
+        };
+        let mut out = BTreeSet::new();
+        out.extend(self.reads.iter().map(|t| allow(*t, AclOperation::Read)));
+        out.extend(self.writes.iter().map(|t| allow(*t, AclOperation::Write)));
+        out.extend(self.creates.iter().map(|t| allow(*t, AclOperation::Create)));
+        // READ and WRITE imply DESCRIBE; the rest of what it creates it must also see.
+        out.extend(
+            self.creates.iter().filter(|t| !self.reads.contains(t) && !self.writes.contains(t)).map(|t| allow(*t, AclOperation::Describe)),
+        );
+        out
+    }
+}
+
+/// Every role, services first.
+pub fn roles() -> Vec<Role> {
+    vec![
+        Role::service::<order_service::Orders>(),
+        Role::service::<payment_service::Payment>(),
+        Role::service::<inventory_service::Inventory>(),
+        Role::service::<shipping_service::Shipping>(),
+        Role::storefront(),
+        Role::monitor(),
+    ]
+}
+
+/// The whole plan: each role with its principal and its ACLs.
+pub fn plan(prefix: &str, principal_of: impl Fn(&Role) -> String) -> Vec<(Role, String, BTreeSet<AclBinding>)> {
+    roles()
+        .into_iter()
+        .map(|role| {
+            let principal = principal_of(&role);
+            let bindings = role.bindings(prefix, &principal);
+            (role, principal, bindings)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn ops(role: &Role, topic: Topic) -> Vec<AclOperation> {
+        role.bindings("p.", "User:x")
+            .into_iter()
+            .filter(|b| b.resource_name == format!("p.{topic}"))
+            .map(|b| b.operation)
+            .collect()
+    }
+
+    #[test]
+    fn each_topic_is_written_by_its_owner_only() {
+        // `Topic::emitted_by` is what the README's event table says; the services' EMITS are
+        // what their code does. They must agree, or the ACLs would refuse a real event.
+        for topic in Topic::ALL {
+            let writers: Vec<&str> = roles().iter().filter(|r| r.writes.contains(&topic)).map(|r| r.name).collect();
+            let expected: Vec<String> = match topic.emitted_by() {
+                "customer" => vec!["storefront".to_owned()],
+                "any service" => {
+                    ["order-service", "payment-service", "inventory-service", "shipping-service"].map(String::from).to_vec()
+                }
+                owner => vec![format!("{owner}-service")],
+            };
+            assert_eq!(writers, expected, "{topic}");
+        }
+    }
+
+    #[test]
+    fn storefront_may_write_two_topics_and_read_none() {
+        let storefront = Role::storefront();
+        assert_eq!(ops(&storefront, Topic::OrderCreated), vec![AclOperation::Write]);
+        assert_eq!(ops(&storefront, Topic::OrderCancellationRequested), vec![AclOperation::Write]);
+        for topic in [Topic::PaymentCompleted, Topic::OrderCancelled, Topic::StockReserved, Topic::DeadLetter] {
+            assert!(ops(&storefront, topic).is_empty(), "{topic}");
+        }
+    }
+
+    #[test]
+    fn a_service_reads_what_it_consumes_and_sees_everything() {
+        let payment = Role::service::<payment_service::Payment>();
+        assert_eq!(ops(&payment, Topic::OrderCreated), vec![AclOperation::Read, AclOperation::Create]);
+        assert_eq!(ops(&payment, Topic::PaymentCompleted), vec![AclOperation::Write, AclOperation::Create]);
+        assert_eq!(ops(&payment, Topic::StockReserved), vec![AclOperation::Create, AclOperation::Describe]);
+        assert!(!ops(&payment, Topic::OrderCancelled).contains(&AclOperation::Write));
+    }
+
+    #[test]
+    fn monitor_writes_nothing() {
+        let monitor = Role::monitor();
+        let bindings = monitor.bindings("", "User:monitor");
+        assert_eq!(bindings.len(), Topic::ALL.len());
+        assert!(bindings.iter().all(|b| b.operation == AclOperation::Read));
+    }
+}
