@@ -27,17 +27,6 @@ fn order(id: &str, customer: &str, sku: &str, qty: u32, price: u64, country: &st
 }
 
 /// How many distinct events of each type the topics hold for an order.
-async fn census(d: &Deployment, order_id: &str) -> BTreeMap<Topic, usize> {
-    let mut counts = BTreeMap::new();
-    for topic in Topic::ALL {
-        let n = d.events_for(topic, order_id).await.len();
-        if n > 0 {
-            counts.insert(topic, n);
-        }
-    }
-    counts
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_scenarios_a_poison_message_and_a_duplicate() {
     let mut d = Deployment::new(3, &[]).await;
@@ -63,7 +52,7 @@ async fn four_scenarios_a_poison_message_and_a_duplicate() {
         async move {
             wait_until(&format!("{topic} for {id}"), || async {
                 let n = d.events_for(topic, &id).await.len();
-                if n > 0 { Ok(()) } else { Err(format!("{:?}", census(d, &id).await)) }
+                if n > 0 { Ok(()) } else { Err(format!("{:?}", d.census(&id).await)) }
             }, || d.logs()).await;
         }
     };
@@ -118,10 +107,10 @@ async fn four_scenarios_a_poison_message_and_a_duplicate() {
     // Exactly the events each scenario calls for, once each.
     use Topic::*;
     let expect = |pairs: &[(Topic, usize)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
-    assert_eq!(census(&d, &happy).await, expect(&[(OrderCreated, 2), (PaymentCompleted, 1), (StockReserved, 1), (ShipmentScheduled, 1), (OrderCompleted, 1)]));
-    assert_eq!(census(&d, &broke).await, expect(&[(OrderCreated, 1), (PaymentFailed, 1), (OrderCancelled, 1)]));
-    assert_eq!(census(&d, &gizmo).await, expect(&[(OrderCreated, 1), (PaymentCompleted, 1), (StockFailed, 1), (OrderCancelled, 1), (PaymentRefunded, 1)]));
-    assert_eq!(census(&d, &antarctica).await, expect(&[(OrderCreated, 1), (PaymentCompleted, 1), (StockReserved, 1), (ShippingFailed, 1), (OrderCancelled, 1), (PaymentRefunded, 1), (StockReleased, 1)]));
+    assert_eq!(d.census(&happy).await, expect(&[(OrderCreated, 2), (PaymentCompleted, 1), (StockReserved, 1), (ShipmentScheduled, 1), (OrderCompleted, 1)]));
+    assert_eq!(d.census(&broke).await, expect(&[(OrderCreated, 1), (PaymentFailed, 1), (OrderCancelled, 1)]));
+    assert_eq!(d.census(&gizmo).await, expect(&[(OrderCreated, 1), (PaymentCompleted, 1), (StockFailed, 1), (OrderCancelled, 1), (PaymentRefunded, 1)]));
+    assert_eq!(d.census(&antarctica).await, expect(&[(OrderCreated, 1), (PaymentCompleted, 1), (StockReserved, 1), (ShippingFailed, 1), (OrderCancelled, 1), (PaymentRefunded, 1), (StockReleased, 1)]));
 
     // Refunds give back exactly what was charged.
     for id in [&gizmo, &antarctica] {

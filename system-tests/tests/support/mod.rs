@@ -274,6 +274,13 @@ impl Deployment {
 
     /// Like [`Deployment::new`], on a given broker.
     pub async fn on(bootstrap: &str, partitions: i32, extra: &[&str]) -> Deployment {
+        let client = ClientBuilder::new(vec![bootstrap.to_owned()]).build().await.expect("connect to the test broker");
+        Self::with_client(bootstrap, partitions, extra, client)
+    }
+
+    /// Like [`Deployment::on`], reading and writing its topics with `client` (e.g. a super
+    /// user's on a broker with ACLs).
+    pub fn with_client(bootstrap: &str, partitions: i32, extra: &[&str], client: Client) -> Deployment {
         let bootstrap = bootstrap.to_owned();
         let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let root = tempfile::tempdir().unwrap();
@@ -294,7 +301,6 @@ impl Deployment {
             let log = root.path().join(format!("{name}.log"));
             services.insert(name.to_owned(), ServiceProc { name: name.to_owned(), binary: name, data_dir, log, args, child: None, starts: 0 });
         }
-        let client = ClientBuilder::new(vec![bootstrap.clone()]).build().await.expect("connect to the test broker");
         Deployment { prefix, bootstrap, partitions, root, services, client: Arc::new(client), reader: Default::default() }
     }
 
@@ -492,6 +498,18 @@ impl Deployment {
             .collect()
     }
 
+    /// How many events of each topic there are about `order_id`.
+    pub async fn census(&self, order_id: &str) -> BTreeMap<Topic, usize> {
+        let mut counts = BTreeMap::new();
+        for topic in Topic::ALL {
+            let n = self.events_for(topic, order_id).await.len();
+            if n > 0 {
+                counts.insert(topic, n);
+            }
+        }
+        counts
+    }
+
     /// Stops every running service with SIGTERM and asserts each exits 0.
     pub async fn stop_all(&mut self) {
         let names: Vec<String> = self.services.keys().cloned().collect();
@@ -591,12 +609,24 @@ pub struct SecuredBroker {
 
 impl SecuredBroker {
     pub fn start_new() -> SecuredBroker {
-        let home = repo_root().join("target").join("test-kafka").join(format!("{}-secured", std::process::id()));
+        Self::start("secured", false)
+    }
+
+    /// With Kafka's StandardAuthorizer on (deny by default) and the saga's users: `admin`
+    /// (the super user), one per service, `storefront` and `monitor`, each with password
+    /// `<user>-secret`.
+    pub fn start_with_authorizer() -> SecuredBroker {
+        Self::start("authorizer", true)
+    }
+
+    fn start(name: &str, authorizer: bool) -> SecuredBroker {
+        let home = repo_root().join("target").join("test-kafka").join(format!("{}-{name}", std::process::id()));
         let [port, sasl_ssl_port, ssl_port, controller_port] = free_ports();
         let b = SecuredBroker { port, sasl_ssl_port, ssl_port, home };
         let status = Command::new("bash")
             .arg(repo_root().join("scripts/kafka.sh"))
             .arg("start")
+            .env("KAFKA_AUTHORIZER", if authorizer { "1" } else { "0" })
             .env("KAFKA_PORT", b.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", controller_port.to_string())
             .env("KAFKA_SASL_SSL_PORT", b.sasl_ssl_port.to_string())
@@ -624,5 +654,54 @@ impl SecuredBroker {
     /// A file the script made in the broker's `tls/` directory.
     pub fn tls(&self, file: &str) -> String {
         self.home.join(format!("broker-{}", self.port)).join("tls").join(file).display().to_string()
+    }
+
+    /// The flags that make a binary `user` on the SASL_SSL listener (SCRAM-SHA-512), its
+    /// password in a file under `dir`.
+    pub fn flags_as(&self, user: &str, dir: &Path) -> Vec<String> {
+        let password = dir.join(format!("{user}.password"));
+        std::fs::write(&password, format!("{user}-secret\n")).unwrap();
+        [
+            "--bootstrap-servers", &self.sasl_ssl(),
+            "--security-protocol", "SASL_SSL",
+            "--ssl-ca-location", &self.tls("ca.pem"),
+            "--sasl-mechanism", "SCRAM-SHA-512",
+            "--sasl-username", user,
+            "--sasl-password-file", &password.display().to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// A client authenticated as `user` on the SASL_SSL listener.
+    pub async fn client_as(&self, user: &str) -> Client {
+        use saga_runtime::security::{SaslMechanism, SecurityArgs, SecurityProtocol};
+        let security = SecurityArgs {
+            security_protocol: Some(SecurityProtocol::SaslSsl),
+            ssl_ca_location: Some(self.tls("ca.pem").into()),
+            sasl_mechanism: Some(SaslMechanism::ScramSha512),
+            sasl_username: Some(user.to_owned()),
+            ..SecurityArgs::default()
+        }
+        .into_security_with(Some(format!("{user}-secret")))
+        .unwrap();
+        security.apply(ClientBuilder::new(vec![self.sasl_ssl()])).build().await.unwrap()
+    }
+
+    /// kcat's flags for `user` on the SASL_SSL listener (PLAIN: Debian's librdkafka cannot do
+    /// Kafka 4's SCRAM).
+    pub fn kcat_as(&self, user: &str) -> Vec<String> {
+        let settings = [
+            "security.protocol=SASL_SSL".to_owned(),
+            "sasl.mechanisms=PLAIN".to_owned(),
+            format!("sasl.username={user}"),
+            format!("sasl.password={user}-secret"),
+            format!("ssl.ca.location={}", self.tls("ca.pem")),
+        ];
+        let mut flags = vec!["-b".to_owned(), self.sasl_ssl()];
+        for s in settings {
+            flags.extend(["-X".to_owned(), s]);
+        }
+        flags
     }
 }
