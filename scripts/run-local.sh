@@ -6,17 +6,29 @@
 #   RESET=1 scripts/run-local.sh    start from nothing: delete the broker's and services' data
 #   KEEP_BROKER=1 ...               leave the broker running after Ctrl-C
 #   LOG_FORMAT=json ...             JSON logs
+#   SECURED=1 ...                   Kafka as companies run it: SASL_SSL on 127.0.0.1:9094 with a
+#                                   throwaway CA, the StandardAuthorizer (deny by default), each
+#                                   service as its own SCRAM user, ACLs granted by `saga acl`; the
+#                                   storefront user places orders (README, "Only the right service…")
 #
 # Services keep their state in ./data/<service>; the broker in ./.kafka. Port: KAFKA_PORT (9092).
+# Secured, they keep it in ./data/secured/<service>, the broker in ./.kafka/secured (a broker of
+# its own: users and ACLs do not mix with the plain one's data).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 port=${KAFKA_PORT:-9092}
 services=(order payment inventory shipping)
+secured=${SECURED:-0}
+data=data
+if [ "$secured" = 1 ]; then
+  export KAFKA_HOME=$repo/.kafka/secured KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-9094} KAFKA_AUTHORIZER=1
+  data=data/secured
+fi
 
 if [ "${RESET:-0}" = 1 ]; then
   scripts/kafka.sh reset
-  rm -rf data
+  rm -rf "$data"
 fi
 
 echo "run-local: building the services (release)…" >&2
@@ -24,6 +36,13 @@ cargo build --release --quiet $(printf -- '-p %s-service ' "${services[@]}") -p 
 scripts/kafka.sh start
 
 export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port
+if [ "$secured" = 1 ]; then
+  # Every binary reads these; each service gets its own user below.
+  export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_SASL_SSL_PORT KAFKA_SECURITY_PROTOCOL=SASL_SSL \
+    KAFKA_SSL_CA_LOCATION=$KAFKA_HOME/broker-$port/tls/ca.pem KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+  echo "run-local: granting the saga's ACLs (saga acl, as the super user admin)…" >&2
+  KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD=admin-secret ./target/release/saga acl | tail -1 >&2
+fi
 if [ -t 1 ]; then export CLICOLOR_FORCE=1; fi
 
 pids=()
@@ -39,10 +58,19 @@ trap stop INT TERM
 
 for s in "${services[@]}"; do
   label=$(printf '%-9s|' "$s")
-  ./target/release/$s-service > >(sed -u "s/^/$label /") 2>&1 &
+  if [ "$secured" = 1 ]; then
+    KAFKA_SASL_USERNAME=$s-service KAFKA_SASL_PASSWORD=$s-service-secret \
+      ./target/release/$s-service --data-dir "$data/$s" > >(sed -u "s/^/$label /") 2>&1 &
+  else
+    ./target/release/$s-service --data-dir "$data/$s" > >(sed -u "s/^/$label /") 2>&1 &
+  fi
   pids+=($!)
 done
-echo "run-local: broker on 127.0.0.1:$port, services running; publish an order (see README), Ctrl-C to stop" >&2
+if [ "$secured" = 1 ]; then
+  echo "run-local: SASL_SSL broker on $KAFKA_BOOTSTRAP_SERVERS (CA: $KAFKA_SSL_CA_LOCATION), services running as their own users; publish as storefront (see README), Ctrl-C to stop" >&2
+else
+  echo "run-local: broker on 127.0.0.1:$port, services running; publish an order (see README), Ctrl-C to stop" >&2
+fi
 
 # If a service dies on its own, say so and stop the rest.
 while true; do

@@ -335,8 +335,9 @@ async fn provision_acls(
         eprintln!("saga: error: cannot create `{binding}`: {error}");
     }
     let verb = if dry_run { "would grant" } else { "granted" };
+    let topics = if prefix.is_empty() { String::new() } else { format!(" (prefix `{prefix}`)") };
     say(&format!(
-        "{} ACLs for {} principals on topics `{prefix}*`: {} {verb}, {} existed; everything else is denied",
+        "{} ACLs for {} principals on the saga's topics{topics}: {} {verb}, {} existed; everything else is denied",
         wanted.len(),
         plan.len(),
         missing.len() - failed.len(),
