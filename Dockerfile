@@ -4,13 +4,14 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
-      -p order-service -p payment-service -p inventory-service -p shipping-service
+      -p order-service -p payment-service -p inventory-service -p shipping-service -p saga-cli
 
 FROM debian:bookworm-slim AS runtime
 RUN useradd --system --uid 10001 --no-create-home saga \
  && mkdir /data && chown saga /data
 COPY --from=build /src/target/release/order-service /src/target/release/payment-service \
-     /src/target/release/inventory-service /src/target/release/shipping-service /usr/local/bin/
+     /src/target/release/inventory-service /src/target/release/shipping-service \
+     /src/target/release/saga /usr/local/bin/
 USER saga
 ENV DATA_DIR=/data
 VOLUME /data

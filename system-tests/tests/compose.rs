@@ -11,8 +11,10 @@ use shared_events::Topic;
 use support::{repo_root, SERVICES};
 
 fn compose(args: &[&str]) -> std::process::Output {
-    let file = repo_root().join("compose.yaml");
-    let file = file.to_str().unwrap();
+    compose_files(&["compose.yaml"], args)
+}
+
+fn compose_files(files: &[&str], args: &[&str]) -> std::process::Output {
     let v2 = Command::new("docker").args(["compose", "version"]).output().is_ok_and(|o| o.status.success());
     let mut cmd = if v2 {
         let mut c = Command::new("docker");
@@ -21,7 +23,10 @@ fn compose(args: &[&str]) -> std::process::Output {
     } else {
         Command::new("docker-compose")
     };
-    cmd.args(["-f", file]).args(args).output().expect("a Compose implementation (docker compose, or apt-get install docker-compose)")
+    for file in files {
+        cmd.arg("-f").arg(repo_root().join(file));
+    }
+    cmd.args(args).output().expect("a Compose implementation (docker compose, or apt-get install docker-compose)")
 }
 
 #[test]
@@ -32,6 +37,72 @@ fn compose_file_is_valid_and_runs_the_whole_saga() {
     for s in SERVICES.iter().chain(&["kafka", "topics"]) {
         assert!(services.lines().any(|l| l == *s), "compose.yaml lacks {s}:\n{services}");
     }
+}
+
+#[test]
+fn the_secured_override_runs_each_service_as_its_own_principal_after_saga_acl() {
+    let files = ["compose.yaml", "compose.secured.yaml"];
+    let check = compose_files(&files, &["config", "-q"]);
+    assert!(check.status.success(), "compose.secured.yaml is invalid:\n{}", String::from_utf8_lossy(&check.stderr));
+    let merged = String::from_utf8(compose_files(&files, &["config"]).stdout).unwrap();
+    let blocks = service_blocks(&merged);
+    for s in SERVICES {
+        let body = &blocks[s];
+        assert!(body.contains(&format!("KAFKA_SASL_USERNAME: {s}")), "{s} runs as {s}:\n{body}");
+        assert!(body.contains("KAFKA_SECURITY_PROTOCOL: SASL_SSL") && body.contains("KAFKA_SSL_CA_LOCATION: /tls/ca.pem"), "{s}:\n{body}");
+        assert!(body.contains("\n      acl:\n        condition: service_completed_successfully"), "{s} starts after saga acl:\n{body}");
+    }
+    assert!(merged.contains("StandardAuthorizer") && merged.contains("KAFKA_SUPER_USERS: User:admin"), "{merged}");
+    assert!(merged.contains("- saga\n    - acl"), "the acl container runs `saga acl`:\n{merged}");
+}
+
+/// Each service's lines in `config`'s output, by name: under `services:`, a service starts at
+/// a line indented by exactly two spaces.
+fn service_blocks(merged: &str) -> std::collections::BTreeMap<String, String> {
+    let mut blocks = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut in_services = false;
+    for line in merged.lines() {
+        if !line.starts_with(' ') {
+            in_services = line == "services:";
+            current = None;
+            continue;
+        }
+        if !in_services {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')).and_then(|l| l.strip_suffix(':')) {
+            current = Some(name.to_owned());
+            blocks.insert(name.to_owned(), String::new());
+        } else if let Some(name) = &current {
+            let body = blocks.get_mut(name).unwrap();
+            body.push('\n');
+            body.push_str(line);
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_secured_override_makes_its_certificates_with_keytool_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("bash").arg(repo_root().join("scripts/compose/tls.sh")).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = Command::new("keytool")
+        .args(["-list", "-v", "-storetype", "PKCS12", "-storepass", "saga-tls", "-keystore"])
+        .arg(dir.path().join("broker.keystore.p12"))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    // The broker's key with a certificate the CA signed, for the names clients connect to.
+    assert!(list.contains("Certificate chain length: 2") && list.contains("Issuer: CN=saga compose throwaway CA"), "{list}");
+    for name in ["DNSName: kafka", "DNSName: localhost", "IPAddress: 127.0.0.1"] {
+        assert!(list.contains(name), "{name} missing:\n{list}");
+    }
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let admin = std::fs::read_to_string(dir.path().join("admin.properties")).unwrap();
+    assert!(admin.contains("security.protocol=SASL_SSL") && admin.contains(&format!("ssl.truststore.location={}/truststore.p12", dir.path().display())), "{admin}");
 }
 
 #[test]
@@ -48,7 +119,7 @@ fn dockerfile_is_multi_stage_and_runs_as_non_root() {
     assert!(text.matches("FROM ").count() >= 2, "multi-stage build expected");
     let user = text.lines().rev().find(|l| l.starts_with("USER ")).expect("a USER line");
     assert!(!user.contains("root") && !user.ends_with(" 0"), "runs as {user}");
-    for s in SERVICES {
+    for s in SERVICES.iter().chain(&["saga"]) {
         assert!(text.contains(&format!("target/release/{s}")), "image lacks {s}");
     }
 }
