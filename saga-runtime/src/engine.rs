@@ -178,10 +178,13 @@ pub async fn run<S: Service>(
                     _ => RuntimeError::PublisherStopped,
                 });
             }
-            Some(_) = fetchers.join_next() => {
-                // Fetchers run until the loop ends; one that stopped (a panic) would stall its
-                // partition silently.
-                return Err(RuntimeError::FetcherStopped);
+            Some(ended) = fetchers.join_next() => {
+                // Fetchers run until the loop ends; one that stopped otherwise (refused by the
+                // ACLs, or a panic) would stall its partitions silently.
+                return Err(match ended {
+                    Ok(Err(fatal)) => fatal.into(),
+                    _ => RuntimeError::FetcherStopped,
+                });
             }
             flushed = durable.flushed() => {
                 for written in flushed? {

@@ -307,8 +307,14 @@ impl Input {
 /// Fetches every input partition forever, sending non-empty batches to `tx`: one request
 /// per leader broker covering all the partitions it leads (see [`fetch_from_leader`]).
 /// Partitions whose leader moves (a leadership error, or a broker that stays unreachable while
-/// the metadata names another leader) are looked up again. Returns when `tx` is closed.
-pub async fn fetch_inputs(client: Arc<Client>, config: RuntimeConfig, inputs: Vec<Input>, tx: mpsc::Sender<Fetched>) {
+/// the metadata names another leader) are looked up again. Returns when `tx` is closed, or
+/// with [`KafkaEdgeError::NotAuthorized`] if the ACLs stop letting it read an input.
+pub async fn fetch_inputs(
+    client: Arc<Client>,
+    config: RuntimeConfig,
+    inputs: Vec<Input>,
+    tx: mpsc::Sender<Fetched>,
+) -> Result<(), KafkaEdgeError> {
     let mut unassigned = inputs;
     let mut leaders_tasks = tokio::task::JoinSet::new();
     let mut delay = Duration::from_millis(100);
@@ -344,12 +350,13 @@ pub async fn fetch_inputs(client: Arc<Client>, config: RuntimeConfig, inputs: Ve
         tokio::select! {
             ended = leaders_tasks.join_next(), if !leaders_tasks.is_empty() => match ended {
                 // Leadership moved: look the partitions up again.
-                Some(Ok(Some(inputs))) => unassigned.extend(inputs),
+                Some(Ok(Ok(Some(inputs)))) => unassigned.extend(inputs),
+                Some(Ok(Err(refused))) => return Err(refused),
                 // The loop stopped (or the task panicked, which a restart cannot fix).
-                Some(Ok(None)) | Some(Err(_)) | None => return,
+                Some(Ok(Ok(None))) | Some(Err(_)) | None => return Ok(()),
             },
             () = retry, if !unassigned.is_empty() => delay = (delay * 2).min(config.max_backoff),
-            () = tx.closed() => return,
+            () = tx.closed() => return Ok(()),
         }
     }
 }
@@ -359,15 +366,15 @@ pub const FETCH_RESPONSE_MAX_BYTES: i32 = 512 * 1024;
 
 /// Fetches the partitions one broker leads, with one long-polling request for all of them.
 /// Rides out broker outages with capped exponential backoff and one log line per outage.
-/// Returns the inputs (with their offsets) if that broker no longer leads one of them, and
-/// `None` once `tx` is closed.
+/// Returns the inputs (with their offsets) if that broker no longer leads one of them, `None`
+/// once `tx` is closed, and an error no retry fixes (the ACLs refuse a read).
 async fn fetch_from_leader(
     client: Arc<Client>,
     config: RuntimeConfig,
     leader: i32,
     mut inputs: Vec<Input>,
     tx: mpsc::Sender<Fetched>,
-) -> Option<Vec<Input>> {
+) -> Result<Option<Vec<Input>>, KafkaEdgeError> {
     let mut broker = client.broker_client(leader);
     let names: Vec<String> = inputs.iter().map(|i| topic_name(&config.topic_prefix, i.topic)).collect();
     let long_poll = Duration::from_millis(config.fetch_wait_ms.max(0) as u64);
@@ -413,7 +420,7 @@ async fn fetch_from_leader(
                             Ok(fetch) => {
                                 if let Some(fetched) = take_fetched(input, fetch) {
                                     if tx.send(fetched).await.is_err() {
-                                        return None; // the loop stopped
+                                        return Ok(None); // the loop stopped
                                     }
                                 }
                             }
@@ -430,6 +437,10 @@ async fn fetch_from_leader(
                                     | ProtocolError::UnknownLeaderEpoch,
                                 ..
                             }) => moved = true,
+                            Err(source) if is_authorization(&source) => {
+                                let missing = format!("read {}", names[k]);
+                                return Err(KafkaEdgeError::NotAuthorized { security: config.security.describe(), missing });
+                            }
                             Err(source) => {
                                 outcome = Err(KafkaEdgeError::Fetch { topic: names[k].clone(), partition: input.partition, source });
                             }
@@ -443,7 +454,7 @@ async fn fetch_from_leader(
                 info!(leader, "a partition's leader moved; looking leaders up again");
                 // Metadata may lag the move: do not spin on it.
                 tokio::time::sleep(delay).await;
-                return Some(inputs);
+                return Ok(Some(inputs));
             }
             Ok(()) => {
                 if failing {
@@ -464,7 +475,7 @@ async fn fetch_from_leader(
                 // The connection may be half-open (a timeout does not drop it): start afresh.
                 broker = client.broker_client(leader);
                 if moved || leadership_moved(&client, &names, &inputs, leader).await {
-                    return Some(inputs);
+                    return Ok(Some(inputs));
                 }
             }
         }

@@ -203,3 +203,43 @@ async fn a_service_without_its_acls_stops_at_start_up_with_one_line() {
     let line = one_error_line(&stderr, "order-service");
     assert!(line.contains("as storefront), create or describe topic"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_acls_refuse_later_stops_the_service_with_one_line() {
+    use rskafka::client::acl::{AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType};
+    let b = broker();
+    let mut d = deployment(b).await;
+    provision(b, &d);
+    d.start_all().await;
+
+    // An operator denies payment-service its own topic under it (a DENY beats every ALLOW).
+    let deny = AclBinding {
+        resource_type: ResourceType::Topic,
+        resource_name: d.topic(Topic::PaymentCompleted),
+        pattern_type: PatternType::Literal,
+        principal: "User:payment-service".to_owned(),
+        host: "*".to_owned(),
+        operation: AclOperation::Write,
+        permission: AclPermissionType::Deny,
+    };
+    let created = d.client().controller_client().unwrap().create_acls(&[deny]).await.unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let id = format!("{}-denied", run_id());
+    kcat_as(b, &d, "storefront", Topic::OrderCreated, &id, &order_json(&id, "alice", 1, 100)).unwrap();
+    // It stops at the refused write, with one line, instead of retrying it forever; the others
+    // go on.
+    let deadline = std::time::Instant::now() + support::TEST_TIMEOUT;
+    let status = loop {
+        if let Some(status) = d.service("payment-service").reap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "payment-service kept running:\n{}", d.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(1), "{}", d.logs());
+    let log = d.services["payment-service"].log_text();
+    let line = one_error_line(&log, "payment-service");
+    assert!(line.contains(&format!("(SCRAM-SHA-512 as payment-service), write {}: is it running", d.topic(Topic::PaymentCompleted))), "{line}");
+    d.stop_all().await;
+}

@@ -341,6 +341,11 @@ impl Deployment {
         self.services.get_mut(name).unwrap()
     }
 
+    /// The client the deployment reads and writes its topics with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn topic(&self, t: Topic) -> String {
         format!("{}{t}", self.prefix)
     }
