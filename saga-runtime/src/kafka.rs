@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
+use rskafka::client::acl::{AclOperation, AuthorizedOperations};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionFetch, UnknownTopicHandling, UnreadableBatch};
 use rskafka::client::broker::{BrokerClient, FetchPartition, PartitionProduced};
@@ -242,39 +243,60 @@ pub async fn check_access(
     consumes: &[Topic],
     emits: &[Topic],
 ) -> Result<(), KafkaEdgeError> {
-    use rskafka::client::acl::AclOperation;
+    let mut names: Vec<String> =
+        consumes.iter().chain(emits).chain([&Topic::DeadLetter]).map(|t| topic_name(&config.topic_prefix, *t)).collect();
+    names.sort();
+    names.dedup();
+    let allowed = bounded("check ACLs", Duration::ZERO, client.topic_authorized_operations(names)).await?;
+    match missing_access(&config.topic_prefix, consumes, emits, &allowed) {
+        Access::Granted => Ok(()),
+        Access::NotListed(topics) => Err(KafkaEdgeError::TopicsNotReady(topics.join(", "))),
+        Access::Missing(missing) => Err(KafkaEdgeError::NotAuthorized { security: config.security.describe(), missing }),
+    }
+}
+
+/// What [`missing_access`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Access {
+    Granted,
+    /// What it may not do, e.g. `read PaymentCompleted or write StockReserved, DeadLetter`.
+    Missing(String),
+    /// Topics the broker did not answer for (just created, not in its metadata yet).
+    NotListed(Vec<String>),
+}
+
+/// Whether the authorized operations a broker reported (see
+/// `Client::topic_authorized_operations`) let a service read `consumes` and write `emits` and
+/// `DeadLetter`.
+pub fn missing_access(
+    prefix: &str,
+    consumes: &[Topic],
+    emits: &[Topic],
+    allowed: &HashMap<String, Result<AuthorizedOperations, ProtocolError>>,
+) -> Access {
     let mut writes: Vec<Topic> = emits.to_vec();
     if !writes.contains(&Topic::DeadLetter) {
         writes.push(Topic::DeadLetter);
     }
-    let mut names: Vec<String> = consumes.iter().chain(&writes).map(|t| topic_name(&config.topic_prefix, *t)).collect();
-    names.sort();
-    names.dedup();
-    let allowed = bounded("check ACLs", Duration::ZERO, client.topic_authorized_operations(names)).await?;
-    let mut not_ready = Vec::new();
+    let mut not_listed = Vec::new();
     let mut denied = |topics: &[Topic], operation: AclOperation| -> Vec<&'static str> {
-        topics
-            .iter()
-            .filter(|t| {
-                let name = topic_name(&config.topic_prefix, **t);
-                match allowed.get(&name) {
-                    Some(Ok(ops)) => !ops.allows(operation),
-                    Some(Err(ProtocolError::TopicAuthorizationFailed)) => true,
-                    // Just created, and not in this broker's metadata yet.
-                    Some(Err(_)) | None => {
-                        not_ready.push(name);
-                        false
-                    }
-                }
-            })
-            .map(|t| t.as_str())
-            .collect()
+        let mut out = Vec::new();
+        for topic in topics {
+            let name = topic_name(prefix, *topic);
+            match allowed.get(&name) {
+                Some(Ok(ops)) if ops.allows(operation) => {}
+                Some(Ok(_)) | Some(Err(ProtocolError::TopicAuthorizationFailed)) => out.push(topic.as_str()),
+                Some(Err(_)) | None => not_listed.push(name),
+            }
+        }
+        out
     };
     let reads = denied(consumes, AclOperation::Read);
     let writes = denied(&writes, AclOperation::Write);
-    if !not_ready.is_empty() {
-        not_ready.dedup();
-        return Err(KafkaEdgeError::TopicsNotReady(not_ready.join(", ")));
+    if !not_listed.is_empty() {
+        not_listed.sort();
+        not_listed.dedup();
+        return Access::NotListed(not_listed);
     }
     let missing: Vec<String> = [("read", reads), ("write", writes)]
         .into_iter()
@@ -282,9 +304,10 @@ pub async fn check_access(
         .map(|(what, topics)| format!("{what} {}", topics.join(", ")))
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        Access::Granted
+    } else {
+        Access::Missing(missing.join(" or "))
     }
-    Err(KafkaEdgeError::NotAuthorized { security: config.security.describe(), missing: missing.join(" or ") })
 }
 
 /// One input partition, and where reading it goes on.
@@ -832,6 +855,46 @@ pub fn chunks_by_size<R: RecordSize>(records: Vec<R>, max_bytes: usize) -> Vec<V
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// The broker's bit field for these operations.
+    fn ops(operations: &[AclOperation]) -> Result<AuthorizedOperations, ProtocolError> {
+        Ok(AuthorizedOperations(operations.iter().fold(0, |bits, o| bits | 1 << o.code())))
+    }
+
+    #[test]
+    fn access_names_every_read_and_write_the_acls_lack() {
+        use AclOperation::{Describe, Read, Write};
+        let consumes = [Topic::PaymentCompleted, Topic::OrderCancelled];
+        let emits = [Topic::StockReserved, Topic::StockFailed];
+        let mut allowed: HashMap<String, _> = [
+            ("p.PaymentCompleted", ops(&[Read, Describe])),
+            ("p.OrderCancelled", ops(&[Read, Describe])),
+            ("p.StockReserved", ops(&[Write, Describe])),
+            ("p.StockFailed", ops(&[Write, Describe])),
+            ("p.DeadLetter", ops(&[Write, Describe])),
+        ]
+        .into_iter()
+        .map(|(n, o)| (n.to_owned(), o))
+        .collect();
+        assert_eq!(missing_access("p.", &consumes, &emits, &allowed), Access::Granted);
+
+        // Another service's ACLs: it may read and write, but not these.
+        allowed.insert("p.PaymentCompleted".into(), ops(&[Write, Describe]));
+        allowed.insert("p.StockFailed".into(), ops(&[Read, Describe]));
+        allowed.insert("p.DeadLetter".into(), Err(ProtocolError::TopicAuthorizationFailed));
+        assert_eq!(
+            missing_access("p.", &consumes, &emits, &allowed),
+            Access::Missing("read PaymentCompleted or write StockFailed, DeadLetter".into())
+        );
+
+        // A topic the broker did not answer for is waited for, not refused.
+        allowed.remove("p.OrderCancelled");
+        allowed.insert("p.StockReserved".into(), Err(ProtocolError::UnknownTopicOrPartition));
+        assert_eq!(
+            missing_access("p.", &consumes, &emits, &allowed),
+            Access::NotListed(vec!["p.OrderCancelled".into(), "p.StockReserved".into()])
+        );
+    }
 
     fn record(bytes: usize) -> Record {
         Record { key: None, value: Some(vec![0; bytes]), headers: Default::default(), timestamp: Default::default() }
