@@ -278,6 +278,9 @@ pub async fn run<S: Service>(
     stop(&store).await
 }
 
+/// A flush (fsync) running in the background.
+type FlushTask = tokio::task::JoinHandle<Result<(), StoreError>>;
+
 /// Commits whose events wait for the disk, and the one flush in progress.
 struct Durability {
     store: crate::store::Flusher,
@@ -286,7 +289,7 @@ struct Durability {
     waiting: Vec<OutboxBatch>,
     /// Committed before it started; durable when it ends. `None` handle: nothing to wait for
     /// (`--unsafe-skip-fsync`).
-    flushing: Option<(Option<tokio::task::JoinHandle<Result<(), StoreError>>>, Vec<OutboxBatch>)>,
+    flushing: Option<(Option<FlushTask>, Vec<OutboxBatch>)>,
     /// Set once a hand-over was cut short: the rest waits in the outbox for the next start.
     held_back: bool,
 }

@@ -24,12 +24,15 @@ pub struct RowError {
     pub reason: String,
 }
 
+/// Called with each stored row's key and bytes; an error stops the scan.
+pub type RowVisitor<'a> = dyn FnMut(&str, &[u8]) -> Result<(), String> + 'a;
+
 /// Where a table's rows live when they are not in memory (the store).
 pub trait RowSource: Send {
     /// The stored row under `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
     /// Every stored row, in key order; stops at the first error `visit` returns.
-    fn scan(&self, visit: &mut dyn FnMut(&str, &[u8]) -> Result<(), String>) -> Result<(), String>;
+    fn scan(&self, visit: &mut RowVisitor<'_>) -> Result<(), String>;
 }
 
 /// A named map from string keys to values, with change tracking.
@@ -232,7 +235,7 @@ mod tests {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
             Ok(self.0.lock().unwrap().get(key).cloned())
         }
-        fn scan(&self, visit: &mut dyn FnMut(&str, &[u8]) -> Result<(), String>) -> Result<(), String> {
+        fn scan(&self, visit: &mut RowVisitor<'_>) -> Result<(), String> {
             for (k, v) in self.0.lock().unwrap().iter() {
                 visit(k, v)?;
             }
@@ -245,7 +248,7 @@ mod tests {
         fn get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
             Err("disk on fire".into())
         }
-        fn scan(&self, _: &mut dyn FnMut(&str, &[u8]) -> Result<(), String>) -> Result<(), String> {
+        fn scan(&self, _: &mut RowVisitor<'_>) -> Result<(), String> {
             Err("disk on fire".into())
         }
     }

@@ -416,7 +416,7 @@ impl RowSource for StoredRows {
         self.db.get(full.as_bytes()).map(|row| row.map(|v| v.to_vec())).map_err(|e| e.to_string())
     }
 
-    fn scan(&self, visit: &mut dyn FnMut(&str, &[u8]) -> Result<(), String>) -> Result<(), String> {
+    fn scan(&self, visit: &mut crate::state::RowVisitor<'_>) -> Result<(), String> {
         for row in self.db.scan_prefix(self.prefix.as_bytes()) {
             let (key, value) = row.map_err(|e| e.to_string())?;
             let key = std::str::from_utf8(&key[self.prefix.len()..]).map_err(|e| e.to_string())?;
