@@ -255,6 +255,12 @@ add_scram_users() {
 start() {
   install
   if alive; then say "already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return; fi
+  local p
+  for p in "$port" "$controller_port" $sasl_ssl_port $ssl_port; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      say "port $p is taken (another broker?); set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_SSL_PORT"; exit 1
+    fi
+  done
   configure
   say "starting broker on 127.0.0.1:$port (logs: $run/logs/broker.log)"
   java_args
@@ -268,12 +274,13 @@ start() {
       kill -KILL "$2" 2>/dev/null; rm -rf "$3"; rmdir "$4" 2>/dev/null' _ "$KAFKA_STOP_WITH_PID" "$(cat "$pidfile")" "$run" "$home" >/dev/null 2>&1 </dev/null &
   fi
   for _ in $(seq 1 120); do
+    if ! alive; then say "broker exited during start-up; last lines of its log:"; tail -20 "$run/logs/broker.log" >&2; exit 1; fi
+    # One that exited (a port it could not bind) must not pass for one that answers.
     if answers; then
       say "broker answers on 127.0.0.1:$port${sasl_ssl_port:+ (SASL_SSL on $sasl_ssl_port)}${ssl_port:+ (SSL on $ssl_port)}"
       add_scram_users
       return
     fi
-    if ! alive; then say "broker exited during start-up; last lines of its log:"; tail -20 "$run/logs/broker.log" >&2; exit 1; fi
     sleep 0.5
   done
   say "broker did not answer within 60 s; see $run/logs/broker.log"; exit 1

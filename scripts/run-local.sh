@@ -13,7 +13,7 @@
 #
 # Services keep their state in ./data/<service>; the broker in ./.kafka. Port: KAFKA_PORT (9092).
 # Secured, they keep it in ./data/secured/<service>, the broker in ./.kafka/secured (a broker of
-# its own: users and ACLs do not mix with the plain one's data).
+# its own: users and ACLs do not mix with the plain one's data; PLAINTEXT on 9192).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -22,7 +22,9 @@ services=(order payment inventory shipping)
 secured=${SECURED:-0}
 data=data
 if [ "$secured" = 1 ]; then
-  export KAFKA_HOME=$repo/.kafka/secured KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-9094} KAFKA_AUTHORIZER=1
+  # Ports of its own, so a plain broker left running cannot answer in its place.
+  port=${KAFKA_PORT:-9192}
+  export KAFKA_PORT=$port KAFKA_HOME=$repo/.kafka/secured KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-9094} KAFKA_AUTHORIZER=1
   data=data/secured
 fi
 

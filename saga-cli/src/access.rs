@@ -62,10 +62,9 @@ impl Role {
         out.extend(self.reads.iter().map(|t| allow(*t, AclOperation::Read)));
         out.extend(self.writes.iter().map(|t| allow(*t, AclOperation::Write)));
         out.extend(self.creates.iter().map(|t| allow(*t, AclOperation::Create)));
-        // READ and WRITE imply DESCRIBE; the rest of what it creates it must also see.
-        out.extend(
-            self.creates.iter().filter(|t| !self.reads.contains(t) && !self.writes.contains(t)).map(|t| allow(*t, AclOperation::Describe)),
-        );
+        // DESCRIBE on its own, though READ and WRITE imply it: with one of those removed the
+        // topic would vanish from its metadata, and a missing topic reads as a deleted one.
+        out.extend(self.creates.iter().map(|t| allow(*t, AclOperation::Describe)));
         out
     }
 }
@@ -137,8 +136,8 @@ mod tests {
     #[test]
     fn a_service_reads_what_it_consumes_and_sees_everything() {
         let payment = Role::service::<payment_service::Payment>();
-        assert_eq!(ops(&payment, Topic::OrderCreated), vec![AclOperation::Read, AclOperation::Create]);
-        assert_eq!(ops(&payment, Topic::PaymentCompleted), vec![AclOperation::Write, AclOperation::Create]);
+        assert_eq!(ops(&payment, Topic::OrderCreated), vec![AclOperation::Read, AclOperation::Create, AclOperation::Describe]);
+        assert_eq!(ops(&payment, Topic::PaymentCompleted), vec![AclOperation::Write, AclOperation::Create, AclOperation::Describe]);
         assert_eq!(ops(&payment, Topic::StockReserved), vec![AclOperation::Create, AclOperation::Describe]);
         assert!(!ops(&payment, Topic::OrderCancelled).contains(&AclOperation::Write));
     }

@@ -301,12 +301,33 @@ async fn provision_acls(
     let plan = saga_cli::access::plan(prefix, |role| {
         principals.iter().rev().find(|(r, _)| r == role.name).map_or_else(|| format!("User:{}", role.name), |(_, p)| p.clone())
     });
-    let wanted: Vec<AclBinding> = plan.iter().flat_map(|(_, _, b)| b.iter().cloned()).collect();
+    // Two roles may share a principal: each ACL once.
+    let wanted: Vec<AclBinding> =
+        plan.iter().flat_map(|(_, _, b)| b.iter().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     let missing: Vec<AclBinding> = wanted.iter().filter(|b| !existing.contains(b)).cloned().collect();
     let mut failed = Vec::new();
     if !dry_run && !missing.is_empty() {
         let results = saga_runtime::kafka::bounded("create ACLs", Duration::ZERO, admin.create_acls(&missing)).await.map_err(acl_error)?;
         failed = missing.iter().zip(results).filter_map(|(b, r)| r.err().map(|e| (b.clone(), e))).collect();
+        // The controller has committed them; wait until the broker answering enforces them
+        // too, so services started next are not refused.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now: std::collections::BTreeSet<AclBinding> = saga_runtime::kafka::bounded("describe ACLs", Duration::ZERO, admin.describe_acls(&filter))
+                .await
+                .map_err(acl_error)?
+                .into_iter()
+                .collect();
+            let pending = missing.iter().filter(|b| !now.contains(b) && !failed.iter().any(|(f, _)| f == *b)).count();
+            if pending == 0 {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!("saga: warning: {pending} granted ACLs not visible yet after 10 s");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     let status = |b: &AclBinding| match (existing.contains(b), dry_run) {
         (true, _) => "exists",

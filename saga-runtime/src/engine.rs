@@ -382,6 +382,10 @@ async fn seed_if_new<S: Service>(
     Ok(())
 }
 
+/// How long a start-up refused by the ACLs keeps asking before it stops: ACLs granted just
+/// before (`saga acl`, then the services) take a moment to reach every broker.
+const ACL_GRACE: Duration = Duration::from_secs(5);
+
 /// Connects and prepares topics, retrying while the broker is unreachable.
 /// `None` if shutdown was requested first.
 async fn connect(
@@ -392,6 +396,7 @@ async fn connect(
 ) -> Result<Option<(Arc<rskafka::client::Client>, i32)>, RuntimeError> {
     let mut delay = Duration::from_millis(200);
     let mut attempt = 0u32;
+    let mut refused_since = None;
     loop {
         attempt += 1;
         let ready = async {
@@ -407,6 +412,17 @@ async fn connect(
         };
         match result {
             Ok(ready) => return Ok(Some(ready)),
+            // ACLs just granted reach every broker a moment after the controller commits them.
+            Err(error @ KafkaEdgeError::NotAuthorized { .. })
+                if refused_since.get_or_insert_with(std::time::Instant::now).elapsed() < ACL_GRACE =>
+            {
+                debug!(%error, "ACLs refuse this client; asking again in case they were just granted");
+                tokio::select! {
+                    biased;
+                    () = shutdown.as_mut() => return Ok(None),
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(error) => {
                 if attempt == 1 || attempt % 10 == 0 {
@@ -560,7 +576,12 @@ fn process_batch<S: Service>(
                         let ctx = crate::Context { now_ms, partition: fetched.partition };
                         let outputs = span.in_scope(|| service.handle(&input, &ctx));
                         for event in outputs {
-                            debug_assert!(S::EMITS.contains(&event.topic()), "{} emitted {}, not in its EMITS", S::NAME, event.topic());
+                            debug_assert!(
+                                S::EMITS.contains(&event.topic()) || event.topic() == Topic::DeadLetter,
+                                "{} emitted {}, not in its EMITS",
+                                S::NAME,
+                                event.topic()
+                            );
                             let out = match event {
                                 // A rule parks its input: the origin and the copy are the runtime's.
                                 Event::DeadLetter(rejected) => {

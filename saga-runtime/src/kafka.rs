@@ -223,6 +223,12 @@ pub async fn ensure_topics(client: &Client, config: &RuntimeConfig) -> Result<i3
         .filter(|n| !counts.iter().any(|(c, p)| c == n && *p > 0))
         .collect();
     if !missing.is_empty() {
+        // The list leaves out what this principal may not describe: that is not lag.
+        let allowed = bounded("check ACLs", Duration::ZERO, client.topic_authorized_operations(missing.clone())).await?;
+        if let Some(hidden) = missing.iter().find(|n| matches!(allowed.get(*n), Some(Err(ProtocolError::TopicAuthorizationFailed)))) {
+            let missing = format!("describe topic {hidden}");
+            return Err(KafkaEdgeError::NotAuthorized { security: config.security.describe(), missing });
+        }
         return Err(KafkaEdgeError::TopicsNotReady(missing.join(", ")));
     }
     let first = counts.first().map_or(config.partitions as usize, |c| c.1);
@@ -412,6 +418,10 @@ async fn fetch_from_leader(
             if input.offset.is_none() {
                 match earliest_offset(&client, name, input.partition).await {
                     Ok(offset) => input.offset = Some(offset),
+                    Err(KafkaEdgeError::Fetch { source, .. }) if is_authorization(&source) => {
+                        let missing = format!("read {name}");
+                        return Err(KafkaEdgeError::NotAuthorized { security: config.security.describe(), missing });
+                    }
                     Err(e) => {
                         outcome = Err(e);
                         break;
@@ -650,6 +660,9 @@ impl Publisher {
                     led.push((leader, name, partition, indices));
                 }
                 Err(error) => {
+                    // A topic it may no longer see or write is not a deleted one: its events
+                    // stay in the outbox and the service stops.
+                    self.check_may_write(&name).await?;
                     // A topic deleted under a running service: its entries would be retried
                     // forever, and everything published after them with them.
                     if !self.topic_gone(&name).await? {
@@ -715,6 +728,21 @@ impl Publisher {
             }
         }
         Ok(refused)
+    }
+
+    /// [`KafkaEdgeError::NotAuthorized`] if the ACLs do not let this client write `name` (the
+    /// topic list leaves out what a principal may not describe).
+    async fn check_may_write(&self, name: &str) -> Result<(), KafkaEdgeError> {
+        let allowed = bounded("check ACLs", Duration::ZERO, self.client.topic_authorized_operations(vec![name.to_owned()])).await?;
+        let refused = match allowed.get(name) {
+            Some(Ok(ops)) => !ops.allows(AclOperation::Write),
+            Some(Err(e)) => *e == ProtocolError::TopicAuthorizationFailed,
+            None => false,
+        };
+        if refused {
+            return Err(KafkaEdgeError::NotAuthorized { security: self.security.clone(), missing: format!("write {name}") });
+        }
+        Ok(())
     }
 
     /// Whether the cluster answers and does not list `name`.

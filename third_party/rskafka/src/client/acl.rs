@@ -115,17 +115,17 @@ pub struct AclBinding {
 }
 
 impl fmt::Display for AclBinding {
-    /// The way `kafka-acls.sh --list` prints it, resource first.
+    /// One line: permission, operation, resource, principal, host.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} {:?} ({}): {} {} from {}",
+            "{} {} {} on {} {:?} ({}) from {}",
             self.permission,
+            self.principal,
             self.operation,
+            self.resource_type,
             self.resource_name,
             self.pattern_type,
-            self.principal,
-            self.resource_type,
             self.host,
         )
     }
