@@ -30,7 +30,7 @@ fi
 
 if [ "${RESET:-0}" = 1 ]; then
   scripts/kafka.sh reset
-  rm -rf "$data"
+  for s in "${services[@]}"; do rm -rf "${data:?}/$s"; done # not data/secured: the other run's
 fi
 
 echo "run-local: building the services (release)…" >&2
