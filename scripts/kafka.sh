@@ -57,14 +57,15 @@ password_of() { printf '%s-secret' "$1"; }
 say() { printf 'kafka.sh: %s\n' "$*" >&2; }
 
 install() {
-  if [ -f "$libs/.complete" ]; then return; fi
+  # The marker holds the pom it was made from: a changed pom fetches again.
+  if [ -f "$libs/.complete" ] && cmp -s "$libs/.complete" "$repo/scripts/kafka/pom.xml"; then return; fi
   command -v mvn >/dev/null || { say "mvn is required to fetch Kafka from Maven Central"; exit 1; }
   command -v java >/dev/null || { say "java (17+) is required to run Kafka"; exit 1; }
   say "fetching Apache Kafka jars from Maven Central into $libs"
   rm -rf "$libs" && mkdir -p "$libs"
   mvn -q -B -f "$repo/scripts/kafka/pom.xml" dependency:copy-dependencies \
     -DoutputDirectory="$libs" -DincludeScope=runtime
-  touch "$libs/.complete"
+  cp "$repo/scripts/kafka/pom.xml" "$libs/.complete"
 }
 
 java_args() {

@@ -20,7 +20,15 @@ pub struct Role {
     pub writes: Vec<Topic>,
     /// Topics it must see and may create although it neither reads nor writes them.
     pub creates: Vec<Topic>,
+    /// Consumer groups it commits offsets under (READ), by name prefix after the topic prefix:
+    /// a service's own, `payment-service`, `payment-service-2`, …
+    pub commits_groups: Vec<&'static str>,
+    /// Consumer groups whose offsets and lag it may see (DESCRIBE), likewise.
+    pub describes_groups: Vec<&'static str>,
 }
+
+/// The services' names, which are also their consumer groups' (see `--group-id`).
+const SERVICE_NAMES: [&str; 4] = ["order-service", "payment-service", "inventory-service", "shipping-service"];
 
 impl Role {
     /// A saga service: it reads what it consumes, writes what it emits and `DeadLetter` (the
@@ -32,18 +40,43 @@ impl Role {
         if !writes.contains(&Topic::DeadLetter) {
             writes.push(Topic::DeadLetter);
         }
-        Role { name: S::NAME, about: "saga service", reads: S::CONSUMES.to_vec(), writes, creates: Topic::ALL.to_vec() }
+        Role {
+            name: S::NAME,
+            about: "saga service",
+            reads: S::CONSUMES.to_vec(),
+            writes,
+            creates: Topic::ALL.to_vec(),
+            commits_groups: vec![S::NAME],
+            describes_groups: vec![],
+        }
     }
 
     /// Places orders and asks for cancellations, and nothing else: the topics customers write.
     pub fn storefront() -> Role {
         let writes = Topic::ALL.into_iter().filter(|t| t.is_customer_writable()).collect();
-        Role { name: "storefront", about: "customers' orders and cancellations", reads: vec![], writes, creates: vec![] }
+        Role {
+            name: "storefront",
+            about: "customers' orders and cancellations",
+            reads: vec![],
+            writes,
+            creates: vec![],
+            commits_groups: vec![],
+            describes_groups: vec![],
+        }
     }
 
-    /// Reads every topic (`saga trace`, `watch`, `stuck`, `audit`, monitoring); writes nothing.
+    /// Reads every topic (`saga trace`, `watch`, `stuck`, `audit`) and sees the services'
+    /// consumer groups (`kafka-consumer-groups.sh --describe`); writes nothing.
     pub fn monitor() -> Role {
-        Role { name: "monitor", about: "read-only: `saga` and monitoring", reads: Topic::ALL.to_vec(), writes: vec![], creates: vec![] }
+        Role {
+            name: "monitor",
+            about: "read-only: `saga` and monitoring",
+            reads: Topic::ALL.to_vec(),
+            writes: vec![],
+            creates: vec![],
+            commits_groups: vec![],
+            describes_groups: SERVICE_NAMES.to_vec(),
+        }
     }
 
     /// The ACLs granting this role's needs to `principal`, on topics named `<prefix><Topic>`.
@@ -65,6 +98,18 @@ impl Role {
         // DESCRIBE on its own, though READ and WRITE imply it: with one of those removed the
         // topic would vanish from its metadata, and a missing topic reads as a deleted one.
         out.extend(self.creates.iter().map(|t| allow(*t, AclOperation::Describe)));
+        // Groups by prefix: a scaled-out service's instances each have a group of their own.
+        let group = |name: &str, operation| AclBinding {
+            resource_type: ResourceType::Group,
+            resource_name: format!("{prefix}{name}"),
+            pattern_type: PatternType::Prefixed,
+            principal: principal.to_owned(),
+            host: "*".to_owned(),
+            operation,
+            permission: AclPermissionType::Allow,
+        };
+        out.extend(self.commits_groups.iter().map(|g| group(g, AclOperation::Read)));
+        out.extend(self.describes_groups.iter().map(|g| group(g, AclOperation::Describe)));
         out
     }
 }
@@ -146,7 +191,11 @@ mod tests {
     fn monitor_writes_nothing() {
         let monitor = Role::monitor();
         let bindings = monitor.bindings("", "User:monitor");
-        assert_eq!(bindings.len(), Topic::ALL.len());
-        assert!(bindings.iter().all(|b| b.operation == AclOperation::Read));
+        let (topics, groups): (Vec<_>, Vec<_>) = bindings.iter().partition(|b| b.resource_type == ResourceType::Topic);
+        assert_eq!(topics.len(), Topic::ALL.len());
+        assert!(topics.iter().all(|b| b.operation == AclOperation::Read));
+        // It sees the services' groups' offsets (their lag), and commits none.
+        assert_eq!(groups.len(), 4);
+        assert!(groups.iter().all(|b| b.operation == AclOperation::Describe && b.pattern_type == PatternType::Prefixed));
     }
 }

@@ -288,11 +288,11 @@ async fn provision_acls(
     principals: &[(String, String)],
     dry_run: bool,
 ) -> Result<ExitCode> {
-    use rskafka::client::acl::{AclBinding, AclBindingFilter, PatternType, ResourceType};
+    use rskafka::client::acl::{AclBinding, AclBindingFilter, ResourceType};
     let backoff = saga_runtime::kafka::backoff(Duration::from_secs(1));
     let client = saga_runtime::kafka::connect_with(servers, security, "saga-cli", backoff).await?;
     let admin = client.controller_client()?;
-    let filter = AclBindingFilter { resource_type: ResourceType::Topic, pattern_type: PatternType::Literal, ..AclBindingFilter::any() };
+    let filter = AclBindingFilter::any();
     let existing: std::collections::BTreeSet<AclBinding> = saga_runtime::kafka::bounded("describe ACLs", Duration::ZERO, admin.describe_acls(&filter))
         .await
         .map_err(acl_error)?
@@ -337,19 +337,25 @@ async fn provision_acls(
     };
     for (role, principal, bindings) in &plan {
         say(&format!("{principal} ({}: {})", role.name, role.about));
-        // One line per operation and status, in the operations' order (Read, Write, Create, …).
-        let mut lines: std::collections::BTreeMap<(i8, &str), (String, Vec<&str>)> = std::collections::BTreeMap::new();
+        // One line per resource type, operation and status, topics first, in the operations'
+        // order (Read, Write, Create, …).
+        let mut lines: std::collections::BTreeMap<(i8, i8, &str), (String, Vec<String>)> = std::collections::BTreeMap::new();
         for b in bindings {
-            let topic = b.resource_name.strip_prefix(prefix).unwrap_or(&b.resource_name);
-            lines.entry((b.operation.code(), status(b))).or_insert_with(|| (b.operation.to_string(), Vec::new())).1.push(topic);
+            let name = b.resource_name.strip_prefix(prefix).unwrap_or(&b.resource_name);
+            let (label, name) = match b.resource_type {
+                ResourceType::Topic => (b.operation.to_string(), name.to_owned()),
+                kind => (format!("{} {}", b.operation, kind.to_string().to_lowercase()), format!("{name}*")),
+            };
+            lines.entry((b.resource_type.code(), b.operation.code(), status(b))).or_insert_with(|| (label, Vec::new())).1.push(name);
         }
-        for ((_, status), (operation, topics)) in lines {
-            let topics = if topics.len() == shared_events::Topic::ALL.len() { "every saga topic".to_owned() } else { topics.join(", ") };
-            say(&format!("  {status:<11} {operation:<9} {topics}"));
+        for ((_, _, status), (operation, names)) in lines {
+            let names = if names.len() == shared_events::Topic::ALL.len() { "every saga topic".to_owned() } else { names.join(", ") };
+            say(&format!("  {status:<11} {operation:<9} {names}"));
         }
     }
-    let ours: Vec<String> = shared_events::Topic::ALL.iter().map(|t| format!("{prefix}{t}")).collect();
-    for extra in existing.iter().filter(|b| ours.contains(&b.resource_name) && !wanted.contains(b)) {
+    // Other ACLs naming the saga's topics or groups: worth knowing, not ours to remove.
+    let ours: Vec<&str> = wanted.iter().map(|b| b.resource_name.as_str()).collect();
+    for extra in existing.iter().filter(|b| ours.contains(&b.resource_name.as_str()) && !wanted.contains(b)) {
         say(&format!("not in the plan, left alone: {extra}"));
     }
     for (binding, error) in &failed {
@@ -358,7 +364,7 @@ async fn provision_acls(
     let verb = if dry_run { "would grant" } else { "granted" };
     let topics = if prefix.is_empty() { String::new() } else { format!(" (prefix `{prefix}`)") };
     say(&format!(
-        "{} ACLs for {} principals on the saga's topics{topics}: {} {verb}, {} existed; everything else is denied",
+        "{} ACLs for {} principals on the saga's topics and groups{topics}: {} {verb}, {} existed; everything else is denied",
         wanted.len(),
         plan.len(),
         missing.len() - failed.len(),

@@ -89,6 +89,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "SAGA_TOPIC_PREFIX", default_value = "", value_parser = parse_prefix)]
     pub topic_prefix: String,
 
+    /// Consumer group under which this instance commits its positions to Kafka, so Kafka's
+    /// tools (`kafka-consumer-groups.sh --describe`) show its lag; the store stays what it
+    /// resumes from [default: <topic prefix><service>, plus `-<instance>` when scaled out].
+    #[arg(long, env = "KAFKA_GROUP_ID", value_parser = parse_group_id)]
+    pub group_id: Option<String>,
+
     /// JSON file with the data to load on first start, replacing the demo data.
     #[arg(long, env = "SEED_FILE")]
     pub seed: Option<PathBuf>,
@@ -160,6 +166,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
+fn parse_group_id(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 249 && !s.chars().any(char::is_control) {
+        Ok(s.to_owned())
+    } else {
+        Err("must be 1 to 249 characters, none of them control characters".into())
+    }
+}
+
 fn parse_prefix(s: &str) -> Result<String, String> {
     if s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) && s.len() <= 200 {
         Ok(s.to_owned())
@@ -181,6 +195,8 @@ pub struct RuntimeConfig {
     pub partitions: i32,
     pub replication_factor: i16,
     pub topic_prefix: String,
+    /// See [`RuntimeArgs::group_id`].
+    pub group_id: String,
     pub seed: Option<PathBuf>,
     pub max_batch: usize,
     pub fetch_wait_ms: i32,
@@ -266,14 +282,14 @@ impl RuntimeArgs {
             Ownership::List(self.own_partitions)
         };
         let short = service.strip_suffix("-service").unwrap_or(service);
-        // Instances of one service never share a store.
-        let default_dir = match &ownership {
-            Ownership::Share { of: 1, .. } => short.to_owned(),
-            Ownership::Share { instance, .. } => format!("{short}-{instance}"),
-            Ownership::List(list) => {
-                format!("{short}-p{}", list.iter().map(i32::to_string).collect::<Vec<_>>().join("-"))
-            }
+        // Instances of one service never share a store, nor a consumer group.
+        let instance = match &ownership {
+            Ownership::Share { of: 1, .. } => String::new(),
+            Ownership::Share { instance, .. } => format!("-{instance}"),
+            Ownership::List(list) => format!("-p{}", list.iter().map(i32::to_string).collect::<Vec<_>>().join("-")),
         };
+        let default_dir = format!("{short}{instance}");
+        let group_id = self.group_id.unwrap_or_else(|| format!("{}{service}{instance}", self.topic_prefix));
         let security = self.security.into_security()?;
         Ok(RuntimeConfig {
             service,
@@ -284,6 +300,7 @@ impl RuntimeArgs {
             partitions: self.partitions,
             replication_factor: self.replication_factor,
             topic_prefix: self.topic_prefix,
+            group_id,
             seed: self.seed,
             max_batch: self.max_batch as usize,
             fetch_wait_ms: self.fetch_wait_ms,

@@ -114,6 +114,12 @@ pub async fn run<S: Service>(
         .collect();
     let mut fetchers = JoinSet::new();
     fetchers.spawn(kafka::fetch_inputs(Arc::clone(&client), config.clone(), inputs, tx));
+    // The positions, as Kafka's tools read them: committed under the consumer group once a
+    // second at most, beside the loop (the store stays what a restart resumes from).
+    let mut positions: std::collections::BTreeMap<(Topic, i32), i64> =
+        offsets.iter().filter(|((t, p), _)| S::CONSUMES.contains(t) && owned.contains(p)).map(|(k, o)| (*k, *o)).collect();
+    let (positions_tx, positions_rx) = tokio::sync::watch::channel(positions.clone());
+    let mut group_task = tokio::spawn(kafka::commit_group_offsets(Arc::clone(&client), config.clone(), positions_rx));
     info!(
         consumes = ?S::CONSUMES.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         partitions = ?owned,
@@ -228,6 +234,13 @@ pub async fn run<S: Service>(
                 None => break,
             },
             _ = timer.tick() => {
+                positions_tx.send_if_modified(|shown| {
+                    let changed = *shown != positions;
+                    if changed {
+                        shown.clone_from(&positions);
+                    }
+                    changed
+                });
                 // Published entries are deleted with the next commit; this deletes whatever no
                 // commit has taken yet (an idle service makes none).
                 store.delete_published()?;
@@ -241,6 +254,7 @@ pub async fn run<S: Service>(
                 commit
             }
         };
+        positions.extend(commit.offsets.iter().map(|(k, o)| (*k, *o)));
         let (partitions, inputs_applied, outputs) = (commit.offsets.len(), commit.applied.len(), commit.outbox.len());
         let started = std::time::Instant::now();
         let written = store.commit(commit)?;
@@ -251,6 +265,13 @@ pub async fn run<S: Service>(
         }
     }
     fetchers.shutdown().await;
+    // The last positions go to the group once more, so a stopped service shows its true lag.
+    positions_tx.send_replace(positions);
+    drop(positions_tx);
+    if tokio::time::timeout(Duration::from_secs(3), &mut group_task).await.is_err() {
+        debug!("the last group offset commit did not finish within 3 s");
+        group_task.abort();
+    }
     // What was committed but not yet handed over goes to the publisher too, once durable, unless
     // its queue is full (Kafka away): then it and everything after it wait in the outbox.
     for written in durable.finish().await? {

@@ -140,6 +140,27 @@ async fn each_service_as_its_own_principal_and_the_storefront_may_only_order() {
     for m in &markers {
         d.wait_for(Topic::OrderCompleted, m).await;
     }
+
+    // The monitor sees the services' lag with Kafka's own tool; their group commits were
+    // allowed (the runtime says so once if not).
+    let config = d.root.path().join("monitor.properties");
+    std::fs::write(&config, format!(
+        "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"monitor\" password=\"monitor-secret\";\nssl.truststore.type=PKCS12\nssl.truststore.location={}\nssl.truststore.password=saga-tls\n",
+        b.tls("truststore.p12")
+    )).unwrap();
+    let group = format!("{}payment-service", d.prefix);
+    let config = config.display().to_string();
+    let rows = wait_until("the monitor to see payment-service at LAG 0", || async {
+        let rows = support::group_rows(&d.kafka_tool(support::CONSUMER_GROUPS, &["--command-config", &config, "--describe", "--group", &group]));
+        let inputs = [Topic::OrderCreated, Topic::OrderCancelled].map(|t| d.topic(t));
+        let ready = rows.len() == 6 && rows.iter().all(|r| inputs.contains(&r.topic) && r.lag == Some(0));
+        if ready { Ok(rows) } else { Err(format!("{rows:?}")) }
+    }, || d.logs()).await;
+    let placed = rows.iter().filter(|r| r.topic == d.topic(Topic::OrderCreated)).map(|r| r.log_end).sum::<i64>();
+    assert_eq!(placed, 4 + 1 + 3, "the scenarios, the reused id and the markers: {rows:?}");
+    for s in support::SERVICES {
+        assert!(!d.services[s].log_text().contains("refuse this service's group offsets"), "{s}: {}", d.services[s].log_text());
+    }
     d.stop_all().await;
 
     use Topic::*;
@@ -241,5 +262,26 @@ async fn a_write_the_acls_refuse_later_stops_the_service_with_one_line() {
     let log = d.services["payment-service"].log_text();
     let line = one_error_line(&log, "payment-service");
     assert!(line.contains(&format!("(SCRAM-SHA-512 as payment-service), write {}: is it running", d.topic(Topic::PaymentCompleted))), "{line}");
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commit_the_acls_refuse_is_logged_once_and_the_service_runs_on() {
+    let b = broker();
+    let mut d = deployment(b).await;
+    provision(b, &d);
+    // A group its ACLs do not cover.
+    d.service("payment-service").args.extend(["--group-id".to_owned(), "somebody-elses-group".to_owned()]);
+    d.start_all().await;
+    let run = run_id();
+    for i in 0..3 {
+        let id = format!("{run}-{i}");
+        kcat_as(b, &d, "storefront", Topic::OrderCreated, &id, &order_json(&id, "alice", 1, 100)).unwrap();
+        d.wait_for(Topic::OrderCompleted, &id).await;
+    }
+    let log = d.services["payment-service"].log_text();
+    let warned = log.lines().filter(|l| l.contains("refuse this service's group offsets")).count();
+    assert_eq!(warned, 1, "logged once:\n{log}");
+    assert!(log.contains("group=\"somebody-elses-group\"") || log.contains("group=somebody-elses-group"), "{log}");
     d.stop_all().await;
 }

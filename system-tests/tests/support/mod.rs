@@ -418,8 +418,9 @@ impl Deployment {
         assert!(out.status.success(), "Produce.java {options:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Runs one of Kafka's own command-line tools (a class from its jars) against this broker.
-    pub fn kafka_tool(&self, class: &str, args: &[&str]) {
+    /// Runs one of Kafka's own command-line tools (a class from its jars) against this broker;
+    /// returns what it printed.
+    pub fn kafka_tool(&self, class: &str, args: &[&str]) -> String {
         let out = Command::new("java")
             .arg("-cp")
             .arg(repo_root().join(".kafka/libs/*"))
@@ -430,6 +431,7 @@ impl Deployment {
             .output()
             .expect("java runs Kafka's tools");
         assert!(out.status.success(), "{class} {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Deletes one of this deployment's topics, as an operator might under running services.
@@ -709,4 +711,40 @@ impl SecuredBroker {
         }
         flags
     }
+}
+
+/// Kafka's `kafka-consumer-groups.sh`, as a class of its jars (see [`Deployment::kafka_tool`]).
+pub const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+
+/// One row of `kafka-consumer-groups.sh --describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    pub topic: String,
+    pub partition: i32,
+    /// `None` while nothing is committed (`-`).
+    pub current: Option<i64>,
+    pub log_end: i64,
+    pub lag: Option<i64>,
+}
+
+/// The rows `--describe` printed, read by column name.
+pub fn group_rows(out: &str) -> Vec<GroupRow> {
+    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.find(|l| l.contains("CURRENT-OFFSET")) else {
+        return Vec::new();
+    };
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    let at = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+    let (topic, partition, current, log_end, lag) = (at("TOPIC"), at("PARTITION"), at("CURRENT-OFFSET"), at("LOG-END-OFFSET"), at("LAG"));
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() == columns.len())
+        .map(|f| GroupRow {
+            topic: f[topic].to_owned(),
+            partition: f[partition].parse().unwrap(),
+            current: f[current].parse().ok(),
+            log_end: f[log_end].parse().unwrap(),
+            lag: f[lag].parse().ok(),
+        })
+        .collect()
 }

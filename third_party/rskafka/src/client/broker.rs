@@ -17,9 +17,11 @@ use crate::{
         metadata_cache::MetadataCacheGeneration,
         partition::{build_produce_partition_data, extract_partition, Compression, PartitionFetch},
     },
-    connection::{BrokerConnection, BrokerConnector, MetadataLookupMode},
+    connection::{BrokerCache, BrokerConnection, BrokerConnector, MetadataLookupMode},
     protocol::{
         messages::{
+            COORDINATOR_KEY_TYPE_GROUP, FindCoordinatorRequest, OffsetCommitRequest,
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
             FetchRequest, FetchRequestPartition, FetchRequestTopic, IsolationLevel,
             NORMAL_CONSUMER, ProduceRequest, ProduceRequestTopicData, ReadVersionedType,
             RequestBody, WriteVersionedType,
@@ -103,6 +105,52 @@ impl BrokerClient {
                 Err(e.into())
             }
         }
+    }
+
+    /// Commits `offsets` (topic, partition, next offset to read) for `group_id`, as a consumer
+    /// outside group membership does (generation -1, no member id); this broker must be the
+    /// group's coordinator ([`find_group_coordinator`]). One result per partition.
+    pub async fn commit_offsets(
+        &self,
+        group_id: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<Vec<(String, i32, Result<()>)>> {
+        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+        for (topic, partition, offset) in offsets {
+            let partition = OffsetCommitRequestPartition {
+                partition_index: Int32(*partition),
+                committed_offset: Int64(*offset),
+                committed_metadata: NullableString(None),
+            };
+            match topics.iter_mut().find(|t| t.name.0 == *topic) {
+                Some(t) => t.partitions.push(partition),
+                None => topics.push(OffsetCommitRequestTopic { name: String_(topic.clone()), partitions: vec![partition] }),
+            }
+        }
+        let request = OffsetCommitRequest {
+            group_id: String_(group_id.to_owned()),
+            generation_id: Int32(-1),
+            member_id: String_(String::new()),
+            topics,
+        };
+        let response = self.request(request).await?;
+        let mut out = Vec::new();
+        for topic in response.topics {
+            for partition in topic.partitions {
+                let result = match partition.error {
+                    None => Ok(()),
+                    Some(protocol_error) => Err(Error::ServerError {
+                        protocol_error,
+                        error_message: None,
+                        request: RequestContext::Partition(topic.name.0.clone(), partition.partition_index.0),
+                        response: None,
+                        is_virtual: false,
+                    }),
+                };
+                out.push((topic.name.0.clone(), partition.partition_index.0, result));
+            }
+        }
+        Ok(out)
     }
 
     /// Fetches every partition in one request: the broker answers once `min_bytes` are there
@@ -269,4 +317,24 @@ pub(super) async fn partition_leaders(
         }
     }
     Ok(leaders)
+}
+
+/// The broker coordinating `group_id`, asked of any broker (patched in).
+pub(super) async fn find_group_coordinator(brokers: &BrokerConnector, group_id: &str) -> Result<i32> {
+    let (broker, _) = brokers.get().await?;
+    let request = FindCoordinatorRequest {
+        key: String_(group_id.to_owned()),
+        key_type: Int8(COORDINATOR_KEY_TYPE_GROUP),
+    };
+    let response = broker.request(request).await?;
+    match response.error {
+        None => Ok(response.node_id.0),
+        Some(protocol_error) => Err(Error::ServerError {
+            protocol_error,
+            error_message: response.error_message.0,
+            request: RequestContext::Topic(group_id.to_owned()),
+            response: None,
+            is_virtual: false,
+        }),
+    }
 }

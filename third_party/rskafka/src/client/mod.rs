@@ -217,6 +217,12 @@ impl Client {
             .collect())
     }
 
+    /// The broker coordinating consumer group `group_id` (patched in); commit its offsets with
+    /// that broker's [`broker::BrokerClient::commit_offsets`].
+    pub async fn find_group_coordinator(&self, group_id: &str) -> Result<i32> {
+        broker::find_group_coordinator(&self.brokers, group_id).await
+    }
+
     /// Returns a list of topics in the cluster
     pub async fn list_topics(&self) -> Result<Vec<Topic>> {
         // Do not used a cached metadata response to satisfy this request, in

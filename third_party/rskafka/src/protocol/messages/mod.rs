@@ -30,6 +30,8 @@ mod delete_topics;
 pub use delete_topics::*;
 mod fetch;
 pub use fetch::*;
+mod groups;
+pub use groups::*;
 mod header;
 pub use header::*;
 mod list_offsets;
