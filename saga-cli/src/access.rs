@@ -36,10 +36,7 @@ impl Role {
     /// first service to start creates the topics and all check their partition counts agree).
     /// CREATE on a topic that exists grants nothing else: not deleting it, not altering it.
     pub fn service<S: Service>() -> Role {
-        let mut writes = S::EMITS.to_vec();
-        if !writes.contains(&Topic::DeadLetter) {
-            writes.push(Topic::DeadLetter);
-        }
+        let writes = saga_runtime::topics_written(S::EMITS);
         Role {
             name: S::NAME,
             about: "saga service",

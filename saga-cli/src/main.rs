@@ -293,11 +293,11 @@ async fn provision_acls(
     let client = saga_runtime::kafka::connect_with(servers, security, "saga-cli", backoff).await?;
     let admin = client.controller_client()?;
     let filter = AclBindingFilter::any();
-    let existing: std::collections::BTreeSet<AclBinding> = saga_runtime::kafka::bounded("describe ACLs", Duration::ZERO, admin.describe_acls(&filter))
-        .await
-        .map_err(acl_error)?
-        .into_iter()
-        .collect();
+    let describe = || async {
+        let listed = saga_runtime::kafka::bounded("describe ACLs", Duration::ZERO, admin.describe_acls(&filter)).await.map_err(acl_error)?;
+        Ok::<_, anyhow::Error>(listed.into_iter().collect::<std::collections::BTreeSet<AclBinding>>())
+    };
+    let existing = describe().await?;
     let plan = saga_cli::access::plan(prefix, |role| {
         principals.iter().rev().find(|(r, _)| r == role.name).map_or_else(|| format!("User:{}", role.name), |(_, p)| p.clone())
     });
@@ -313,11 +313,7 @@ async fn provision_acls(
         // too, so services started next are not refused.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let now: std::collections::BTreeSet<AclBinding> = saga_runtime::kafka::bounded("describe ACLs", Duration::ZERO, admin.describe_acls(&filter))
-                .await
-                .map_err(acl_error)?
-                .into_iter()
-                .collect();
+            let now = describe().await?;
             let pending = missing.iter().filter(|b| !now.contains(b) && !failed.iter().any(|(f, _)| f == *b)).count();
             if pending == 0 {
                 break;

@@ -250,7 +250,7 @@ pub async fn check_access(
     emits: &[Topic],
 ) -> Result<(), KafkaEdgeError> {
     let mut names: Vec<String> =
-        consumes.iter().chain(emits).chain([&Topic::DeadLetter]).map(|t| topic_name(&config.topic_prefix, *t)).collect();
+        consumes.iter().chain(&crate::topics_written(emits)).map(|t| topic_name(&config.topic_prefix, *t)).collect();
     names.sort();
     names.dedup();
     let allowed = bounded("check ACLs", Duration::ZERO, client.topic_authorized_operations(names)).await?;
@@ -280,10 +280,7 @@ pub fn missing_access(
     emits: &[Topic],
     allowed: &HashMap<String, Result<AuthorizedOperations, ProtocolError>>,
 ) -> Access {
-    let mut writes: Vec<Topic> = emits.to_vec();
-    if !writes.contains(&Topic::DeadLetter) {
-        writes.push(Topic::DeadLetter);
-    }
+    let writes = crate::topics_written(emits);
     let mut not_listed = Vec::new();
     let mut denied = |topics: &[Topic], operation: AclOperation| -> Vec<&'static str> {
         let mut out = Vec::new();

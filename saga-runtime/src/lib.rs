@@ -106,6 +106,16 @@ pub trait Service: Send + 'static {
     fn tables(&mut self) -> Vec<&mut dyn PersistentTable>;
 }
 
+/// Every topic a service with these `EMITS` writes: those, and `DeadLetter`, which the runtime
+/// writes for any service. What its ACLs grant and what it checks at start-up.
+pub fn topics_written(emits: &[Topic]) -> Vec<Topic> {
+    let mut writes = emits.to_vec();
+    if !writes.contains(&Topic::DeadLetter) {
+        writes.push(Topic::DeadLetter);
+    }
+    writes
+}
+
 /// The allocator each service binary declares as its `#[global_allocator]`. Each event costs
 /// many small, short-lived allocations (fetched records, JSON, sled's node copies); glibc's
 /// allocator spent about a fifth of a service's CPU on them under load, mimalloc a fraction of

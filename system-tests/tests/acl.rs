@@ -250,14 +250,7 @@ async fn a_write_the_acls_refuse_later_stops_the_service_with_one_line() {
     kcat_as(b, &d, "storefront", Topic::OrderCreated, &id, &order_json(&id, "alice", 1, 100)).unwrap();
     // It stops at the refused write, with one line, instead of retrying it forever; the others
     // go on.
-    let deadline = std::time::Instant::now() + support::TEST_TIMEOUT;
-    let status = loop {
-        if let Some(status) = d.service("payment-service").reap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "payment-service kept running:\n{}", d.logs());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let status = d.service("payment-service").exited(support::TEST_TIMEOUT, "stop at its refused write").await;
     assert_eq!(status.code(), Some(1), "{}", d.logs());
     let log = d.services["payment-service"].log_text();
     let line = one_error_line(&log, "payment-service");

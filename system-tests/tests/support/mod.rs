@@ -77,18 +77,22 @@ pub fn bootstrap() -> &'static str {
         }
         let (port, controller) = (free_port(), free_port());
         let home = repo_root().join("target").join("test-kafka").join(format!("{}", std::process::id()));
-        let status = Command::new("bash")
-            .arg(repo_root().join("scripts/kafka.sh"))
-            .arg("start")
-            .env("KAFKA_PORT", port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", controller.to_string())
-            .env("KAFKA_HOME", &home)
-            .env("KAFKA_STOP_WITH_PID", std::process::id().to_string())
-            .status()
-            .expect("run scripts/kafka.sh");
-        assert!(status.success(), "could not start a Kafka broker with scripts/kafka.sh (needs java and mvn)");
+        let ok = kafka_sh("start", &home, &[("KAFKA_PORT", port.to_string()), ("KAFKA_CONTROLLER_PORT", controller.to_string())]);
+        assert!(ok, "could not start a Kafka broker with scripts/kafka.sh (needs java and mvn)");
         format!("127.0.0.1:{port}")
     })
+}
+
+/// Runs `scripts/kafka.sh <action>` for a broker in `home` with these settings, owned by this
+/// test process (stopped and deleted when it exits); whether it succeeded.
+fn kafka_sh(action: &str, home: &Path, settings: &[(&str, String)]) -> bool {
+    let mut command = Command::new("bash");
+    command.arg(repo_root().join("scripts/kafka.sh")).arg(action).env("KAFKA_HOME", home);
+    command.env("KAFKA_STOP_WITH_PID", std::process::id().to_string());
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    command.status().expect("run scripts/kafka.sh").success()
 }
 
 /// Where the service binaries are; builds them (once per test binary) so they are current.
@@ -206,17 +210,22 @@ impl ServiceProc {
 
     /// SIGTERM, then waits for the exit status.
     pub async fn term(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("service not running");
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let pid = self.child.as_ref().expect("service not running").id();
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.exited(Duration::from_secs(30), "stop after SIGTERM").await
+    }
+
+    /// Waits until it exits on its own (killing it and failing after `within`).
+    pub async fn exited(&mut self, within: Duration, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = self.reap() {
                 return status;
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{} did not stop within 30 s of SIGTERM\n{}", self.name, tail(&self.log, 30));
+                self.kill9();
+                panic!("{} did not {what} within {within:?}\n{}", self.name, tail(&self.log, 30));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -576,16 +585,8 @@ impl DedicatedBroker {
     }
 
     fn script(&self, action: &str) {
-        let status = Command::new("bash")
-            .arg(repo_root().join("scripts/kafka.sh"))
-            .arg(action)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .env("KAFKA_HOME", &self.home)
-            .env("KAFKA_STOP_WITH_PID", std::process::id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kafka.sh {action} failed");
+        let ok = kafka_sh(action, &self.home, &[("KAFKA_PORT", self.port.to_string()), ("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())]);
+        assert!(ok, "kafka.sh {action} failed");
     }
 
     pub fn start(&self) {
@@ -630,19 +631,14 @@ impl SecuredBroker {
         let home = repo_root().join("target").join("test-kafka").join(format!("{}-{name}", std::process::id()));
         let [port, sasl_ssl_port, ssl_port, controller_port] = free_ports();
         let b = SecuredBroker { port, sasl_ssl_port, ssl_port, home };
-        let status = Command::new("bash")
-            .arg(repo_root().join("scripts/kafka.sh"))
-            .arg("start")
-            .env("KAFKA_AUTHORIZER", if authorizer { "1" } else { "0" })
-            .env("KAFKA_PORT", b.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", controller_port.to_string())
-            .env("KAFKA_SASL_SSL_PORT", b.sasl_ssl_port.to_string())
-            .env("KAFKA_SSL_PORT", b.ssl_port.to_string())
-            .env("KAFKA_HOME", &b.home)
-            .env("KAFKA_STOP_WITH_PID", std::process::id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "could not start a secured broker with scripts/kafka.sh");
+        let ok = kafka_sh("start", &b.home, &[
+            ("KAFKA_AUTHORIZER", if authorizer { "1" } else { "0" }.to_owned()),
+            ("KAFKA_PORT", b.port.to_string()),
+            ("KAFKA_CONTROLLER_PORT", controller_port.to_string()),
+            ("KAFKA_SASL_SSL_PORT", b.sasl_ssl_port.to_string()),
+            ("KAFKA_SSL_PORT", b.ssl_port.to_string()),
+        ]);
+        assert!(ok, "could not start a secured broker with scripts/kafka.sh");
         b
     }
 
