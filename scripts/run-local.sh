@@ -12,6 +12,7 @@
 #                                   storefront user places orders (README, "Only the right service…")
 #
 # Services keep their state in ./data/<service>; the broker in ./.kafka. Port: KAFKA_PORT (9092).
+# Each serves /metrics, /healthz and /readyz on 127.0.0.1:9601 (order) to 9604 (shipping).
 # Secured, they keep it in ./data/secured/<service>, the broker in ./.kafka/secured (a broker of
 # its own: users and ACLs do not mix with the plain one's data; PLAINTEXT on 9192).
 set -euo pipefail
@@ -19,6 +20,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 port=${KAFKA_PORT:-9092}
 services=(order payment inventory shipping)
+metrics_port=9601 # order; then payment, inventory, shipping (README, "Metrics and probes")
 secured=${SECURED:-0}
 data=data
 if [ "$secured" = 1 ]; then
@@ -58,13 +60,15 @@ stop() {
 }
 trap stop INT TERM
 
-for s in "${services[@]}"; do
+for i in "${!services[@]}"; do
+  s=${services[$i]}
   label=$(printf '%-9s|' "$s")
+  flags=(--data-dir "$data/$s" --metrics-addr "127.0.0.1:$((metrics_port + i))")
   if [ "$secured" = 1 ]; then
     KAFKA_SASL_USERNAME=$s-service KAFKA_SASL_PASSWORD=$s-service-secret \
-      ./target/release/$s-service --data-dir "$data/$s" > >(sed -u "s/^/$label /") 2>&1 &
+      ./target/release/$s-service "${flags[@]}" > >(sed -u "s/^/$label /") 2>&1 &
   else
-    ./target/release/$s-service --data-dir "$data/$s" > >(sed -u "s/^/$label /") 2>&1 &
+    ./target/release/$s-service "${flags[@]}" > >(sed -u "s/^/$label /") 2>&1 &
   fi
   pids+=($!)
 done

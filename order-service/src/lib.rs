@@ -7,9 +7,10 @@
 //! and derives the status from them; a later step implies the earlier ones (stock was only
 //! ever reserved for a paid order). Applying the same facts in any order ends in the same state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use saga_runtime::prometheus::{self, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use saga_runtime::{Context, PersistentTable, Service, Table, TimerEvent};
 use serde::{Deserialize, Serialize};
 use shared_events::{
@@ -111,8 +112,72 @@ pub struct Seed {}
 pub struct Orders {
     pub orders: Table<OrderRecord>,
     deadline: Option<Duration>,
-    /// Orders not yet terminal (derived from `orders`, built on first use).
-    open: Option<BTreeSet<String>>,
+    /// Derived from `orders`: built on first use, kept up to date by every save.
+    index: Option<Index>,
+    /// Registered when the binary serves metrics (`Service::register_metrics`).
+    metrics: Option<OrderMetrics>,
+}
+
+/// What the deadline and the metrics need to know without reading every order.
+#[derive(Debug, Default)]
+struct Index {
+    /// Orders not yet terminal: the only ones a deadline can still cancel; the sagas in flight.
+    open: BTreeSet<String>,
+    /// Cancelled orders still waiting for compensations, and how many each waits for.
+    awaiting: BTreeMap<String, usize>,
+    /// The sum of `awaiting`.
+    awaited: usize,
+}
+
+impl Index {
+    fn build(orders: &Table<OrderRecord>) -> Self {
+        let mut index = Index::default();
+        orders.for_each(|id, r| index.update(id, r));
+        index
+    }
+
+    fn update(&mut self, id: &str, rec: &OrderRecord) {
+        if rec.is_terminal() {
+            self.open.remove(id);
+        } else if !self.open.contains(id) {
+            self.open.insert(id.to_owned());
+        }
+        let waits = rec.awaiting().len();
+        let before = if waits == 0 { self.awaiting.remove(id) } else { self.awaiting.insert(id.to_owned(), waits) };
+        self.awaited = self.awaited + waits - before.unwrap_or(0);
+    }
+}
+
+/// order-service's own figures on `/metrics`, beside the runtime's.
+#[derive(Debug)]
+struct OrderMetrics {
+    completed: IntCounter,
+    cancelled: IntCounterVec,
+    in_flight: IntGauge,
+    awaited: IntGauge,
+}
+
+impl OrderMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let completed = IntCounter::new("saga_sagas_completed_total", "Orders this service completed (OrderCompleted emitted).")?;
+        let cancelled = IntCounterVec::new(
+            Opts::new("saga_sagas_cancelled_total", "Orders this service cancelled (OrderCancelled emitted), by reason; reason=\"timeout\" counts deadline cancellations."),
+            &["reason"],
+        )?;
+        for reason in CancelReason::ALL {
+            cancelled.with_label_values(&[reason.as_str()]);
+        }
+        let in_flight = IntGauge::new("saga_sagas_in_flight", "Orders placed or heard of that are neither completed nor cancelled yet.")?;
+        let awaited = IntGauge::new(
+            "saga_compensations_awaited",
+            "Compensations (refunds, stock releases, shipment call-offs) cancelled orders still wait for.",
+        )?;
+        registry.register(Box::new(completed.clone()))?;
+        registry.register(Box::new(cancelled.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(awaited.clone()))?;
+        Ok(OrderMetrics { completed, cancelled, in_flight, awaited })
+    }
 }
 
 impl Default for Orders {
@@ -124,7 +189,7 @@ impl Default for Orders {
 impl Orders {
     /// `deadline`: cancel an order that has no terminal state this long after it was created.
     pub fn new(deadline: Option<Duration>) -> Self {
-        Orders { orders: Table::new("orders"), deadline, open: None }
+        Orders { orders: Table::new("orders"), deadline, index: None, metrics: None }
     }
 
     /// Records what `input` says about its order; returns the event that ends the saga (or
@@ -168,16 +233,9 @@ impl Orders {
         let orders = &self.orders;
         // Built once, from the whole table (read from the store): the open orders are the
         // only ones a deadline can still cancel, and few.
-        let open = self.open.get_or_insert_with(|| {
-            let mut open = BTreeSet::new();
-            orders.for_each(|id, r| {
-                if !r.is_terminal() {
-                    open.insert(id.to_owned());
-                }
-            });
-            open
-        });
-        let due: Vec<String> = open
+        let index = self.index.get_or_insert_with(|| Index::build(orders));
+        let due: Vec<String> = index
+            .open
             .iter()
             .filter(|id| {
                 orders.get(id.as_str()).and_then(|r| r.created_at_ms).is_some_and(|t| now_ms.saturating_sub(t) >= deadline_ms)
@@ -221,12 +279,8 @@ impl Orders {
                 }
             }
         }
-        if let Some(open) = &mut self.open {
-            if rec.is_terminal() {
-                open.remove(order_id.as_str());
-            } else {
-                open.insert(order_id.0.clone());
-            }
+        if let Some(index) = &mut self.index {
+            index.update(order_id.as_str(), &rec);
         }
         self.orders.insert(order_id.0, rec);
     }
@@ -382,6 +436,27 @@ impl Service for Orders {
     fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
         vec![&mut self.orders]
     }
+
+    fn register_metrics(&mut self, registry: &Registry) -> prometheus::Result<()> {
+        self.metrics = Some(OrderMetrics::register(registry)?);
+        let orders = &self.orders;
+        self.index.get_or_insert_with(|| Index::build(orders));
+        self.observe(&[]);
+        Ok(())
+    }
+
+    fn observe(&mut self, emitted: &[Event]) {
+        let (Some(metrics), Some(index)) = (&self.metrics, &self.index) else { return };
+        for event in emitted {
+            match event {
+                Event::OrderCompleted(_) => metrics.completed.inc(),
+                Event::OrderCancelled(e) => metrics.cancelled.with_label_values(&[e.reason.as_str()]).inc(),
+                _ => {}
+            }
+        }
+        metrics.in_flight.set(index.open.len() as i64);
+        metrics.awaited.set(index.awaited as i64);
+    }
 }
 
 #[cfg(test)]
@@ -478,6 +553,59 @@ mod tests {
         let rec = orders.orders.get("o-1").unwrap();
         assert_eq!(rec.status(), OrderStatus::Cancelled);
         assert_eq!(rec.awaiting(), [Topic::PaymentRefunded, Topic::StockReleased, Topic::ShipmentCancelled]);
+    }
+
+    /// One sample of the exposition, e.g. `saga_sagas_in_flight` or `saga_sagas_cancelled_total{reason="timeout"}`.
+    fn sample(registry: &Registry, series: &str) -> f64 {
+        use saga_runtime::prometheus::Encoder;
+        let mut text = Vec::new();
+        prometheus::TextEncoder::new().encode(&registry.gather(), &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let line = text.lines().find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series));
+        line.and_then(|l| l.rsplit_once(' ')).map(|(_, v)| v.parse().unwrap()).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
+    /// What the runtime does per step: apply, then observe what was emitted.
+    fn step_observed(orders: &mut Orders, e: &Event) {
+        let out: Vec<Event> = orders.apply(&env(e), &CTX).into_iter().collect();
+        orders.observe(&out);
+    }
+
+    #[test]
+    fn metrics_count_outcomes_and_follow_the_open_and_awaited_orders() {
+        let mut orders = Orders::new(Some(Duration::from_secs(30)));
+        // An order from before the metrics were registered is counted as in flight.
+        orders.apply(&env(&created()), &CTX);
+        let registry = Registry::new();
+        orders.register_metrics(&registry).unwrap();
+        assert_eq!(sample(&registry, "saga_sagas_in_flight"), 1.0);
+        // It pays, reserves, then shipping fails: cancelled, awaiting a refund and a release.
+        for e in [paid(), reserved(), no_ship()] {
+            step_observed(&mut orders, &e);
+        }
+        assert_eq!(sample(&registry, "saga_sagas_in_flight"), 0.0);
+        assert_eq!(sample(&registry, r#"saga_sagas_cancelled_total{reason="shipping_failed"}"#), 1.0);
+        assert_eq!(sample(&registry, "saga_compensations_awaited"), 2.0);
+        step_observed(&mut orders, &refunded());
+        assert_eq!(sample(&registry, "saga_compensations_awaited"), 1.0);
+        step_observed(&mut orders, &released());
+        assert_eq!(sample(&registry, "saga_compensations_awaited"), 0.0);
+        // Another order completes; a third meets its deadline.
+        let other = |e: Event, id: &str| match e {
+            Event::OrderCreated(c) => Event::OrderCreated(OrderCreated { order_id: id.into(), ..c }),
+            Event::ShipmentScheduled(s) => Event::ShipmentScheduled(ShipmentScheduled { order_id: id.into(), ..s }),
+            e => e,
+        };
+        step_observed(&mut orders, &other(created(), "o-2"));
+        step_observed(&mut orders, &other(created(), "o-3"));
+        assert_eq!(sample(&registry, "saga_sagas_in_flight"), 2.0);
+        step_observed(&mut orders, &other(shipped(), "o-2"));
+        assert_eq!(sample(&registry, "saga_sagas_completed_total"), 1.0);
+        let due: Vec<Event> = orders.on_timer(1_000 + 30_000).into_iter().map(|d| d.event).collect();
+        orders.observe(&due);
+        assert_eq!(sample(&registry, r#"saga_sagas_cancelled_total{reason="timeout"}"#), 1.0);
+        assert_eq!(sample(&registry, "saga_sagas_in_flight"), 0.0);
+        assert_eq!(sample(&registry, r#"saga_sagas_cancelled_total{reason="payment_failed"}"#), 0.0, "every reason is shown");
     }
 
     #[test]

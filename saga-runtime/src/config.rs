@@ -95,6 +95,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "KAFKA_GROUP_ID", value_parser = parse_group_id)]
     pub group_id: Option<String>,
 
+    /// Serve Prometheus metrics (`/metrics`) and the probes (`/healthz`, `/readyz`) on this
+    /// HOST:PORT, e.g. `0.0.0.0:9601` (README: the ports `run-local.sh` and compose use)
+    /// [default: off].
+    #[arg(long, env = "SAGA_METRICS_ADDR", value_parser = parse_host_port)]
+    pub metrics_addr: Option<String>,
+
     /// JSON file with the data to load on first start, replacing the demo data.
     #[arg(long, env = "SEED_FILE")]
     pub seed: Option<PathBuf>,
@@ -166,6 +172,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
+/// `host:port` with a host and a nonzero port (the host may be a name, resolved when used).
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// `HOST:PORT` to listen on; port 0 asks for any free port (the log says which).
+fn parse_host_port(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{s}` is not HOST:PORT"))
+    }
+}
+
 fn parse_group_id(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.len() <= 249 && !s.chars().any(char::is_control) {
         Ok(s.to_owned())
@@ -198,6 +219,8 @@ pub struct RuntimeConfig {
     /// See [`RuntimeArgs::group_id`].
     pub group_id: String,
     pub seed: Option<PathBuf>,
+    /// See [`RuntimeArgs::metrics_addr`].
+    pub metrics_addr: Option<String>,
     pub max_batch: usize,
     pub fetch_wait_ms: i32,
     /// Bound on sled's page cache.
@@ -262,10 +285,7 @@ impl RuntimeArgs {
         let mut servers = Vec::new();
         for s in self.bootstrap_servers {
             let s = s.trim().to_owned();
-            let valid = s
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-            if !valid {
+            if !is_host_port(&s) {
                 return Err(ConfigError::BadBootstrap(s));
             }
             servers.push(s);
@@ -302,6 +322,7 @@ impl RuntimeArgs {
             topic_prefix: self.topic_prefix,
             group_id,
             seed: self.seed,
+            metrics_addr: self.metrics_addr,
             max_batch: self.max_batch as usize,
             fetch_wait_ms: self.fetch_wait_ms,
             // Rows are read back on demand, so the cache only needs the hot pages (offsets, the
@@ -376,6 +397,10 @@ mod tests {
         assert!(parse(&["--partitions", "0"]).is_err());
         assert!(parse(&["--topic-prefix", "a b"]).is_err());
         assert!(parse(&["--log-format", "xml"]).is_err());
+        assert!(parse(&["--metrics-addr", "9601"]).unwrap_err().contains("HOST:PORT"));
+        assert_eq!(parse(&["--metrics-addr", "0.0.0.0:9601"]).unwrap().metrics_addr.as_deref(), Some("0.0.0.0:9601"));
+        assert!(parse(&["--metrics-addr", "localhost:0"]).is_ok(), "any free port");
+        assert_eq!(parse(&[]).unwrap().metrics_addr, None, "off unless asked for");
         assert_eq!(parse(&["--bootstrap-servers", "a:1, b:2"]).unwrap().bootstrap_servers, ["a:1", "b:2"]);
     }
 }

@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{RuntimeArgs, RuntimeConfig};
 use crate::kafka::{self, Fetched, KafkaEdgeError, Publisher};
+use crate::metrics::Metrics;
 use crate::store::{Commit, OutboxBatch, OutboxCleaner, OutboxEntry, Store, StoreError};
 use crate::Service;
 
@@ -34,6 +35,10 @@ pub enum RuntimeError {
     FetcherStopped,
     #[error("this instance owns no partition: {ownership:?} of {partitions} partitions")]
     NothingOwned { ownership: crate::config::Ownership, partitions: i32 },
+    #[error(transparent)]
+    Endpoint(#[from] crate::endpoint::BindError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Runs a service binary: logging, config check, the loop until Ctrl-C/SIGTERM.
@@ -81,13 +86,22 @@ pub async fn run<S: Service>(
     if config.unsafe_skip_fsync {
         warn!("UNSAFE: --unsafe-skip-fsync: events may be published before their effects are durable");
     }
+    let metrics = Arc::new(Metrics::new(S::NAME, S::CONSUMES, S::EMITS, Duration::from_millis(config.fetch_wait_ms.max(0) as u64))?);
+    // Bound first, so a port in use stops the service before it does anything; served until
+    // `run` returns, so the probes answer while it connects and while it stops.
+    let _endpoint = match &config.metrics_addr {
+        Some(addr) => Some(crate::endpoint::spawn(crate::endpoint::bind(addr).await?, Arc::clone(&metrics))),
+        None => None,
+    };
     let mut store = Store::open_with_dedup_window(&config.data_dir, config.cache_bytes, config.dedup_window)?;
     store.attach_tables(service.tables(), config.resident_rows);
     seed_if_new(&mut service, &mut store, &config).await?;
+    service.register_metrics(metrics.registry())?;
 
     let Some((client, partitions)) = connect(&config, S::CONSUMES, S::EMITS, &mut shutdown).await? else {
         return Ok(());
     };
+    metrics.health.connected();
     let mut publisher = Publisher::new(Arc::clone(&client), &config);
 
     // 1. Whatever a previous run committed but did not publish goes out first.
@@ -95,7 +109,8 @@ pub async fn run<S: Service>(
     if !pending.is_empty() {
         let count: usize = pending.iter().map(|b| b.entries.len()).sum();
         info!(count, "publishing events left in the outbox by the previous run");
-        if !publish(&mut publisher, &store.outbox_cleaner(), pending, &config, shutdown.as_mut()).await? {
+        metrics.outbox_events.set(count as i64);
+        if !publish(&mut publisher, &store.outbox_cleaner(), pending, &config, &metrics, shutdown.as_mut()).await? {
             return stop(&store).await;
         }
     }
@@ -111,9 +126,10 @@ pub async fn run<S: Service>(
         .iter()
         .flat_map(|&topic| owned.iter().map(move |&partition| (topic, partition)))
         .map(|(topic, partition)| kafka::Input::new(topic, partition, offsets.get(&(topic, partition)).copied()))
-        .collect();
+        .collect::<Vec<_>>();
+    metrics.track_inputs(inputs.iter().map(|i| ((i.topic, i.partition), i.offset)), now_ms());
     let mut fetchers = JoinSet::new();
-    fetchers.spawn(kafka::fetch_inputs(Arc::clone(&client), config.clone(), inputs, tx));
+    fetchers.spawn(kafka::fetch_inputs(Arc::clone(&client), config.clone(), inputs, tx, Arc::clone(&metrics)));
     // The positions, as Kafka's tools read them: committed under the consumer group once a
     // second at most, beside the loop (the store stays what a restart resumes from).
     let mut positions: std::collections::BTreeMap<(Topic, i32), i64> =
@@ -136,6 +152,7 @@ pub async fn run<S: Service>(
     let (abandon, abandoned) = tokio::sync::watch::channel(false);
     let cleaner = store.outbox_cleaner();
     let publisher_config = config.clone();
+    let publisher_metrics = Arc::clone(&metrics);
     let mut publisher_task = tokio::spawn(async move {
         let mut abandoned = abandoned;
         while let Some(first) = publish_queue.recv().await {
@@ -149,7 +166,7 @@ pub async fn run<S: Service>(
                 let _ = abandoned.wait_for(|a| *a).await;
             };
             tokio::pin!(stop);
-            if !publish(&mut publisher, &cleaner, batches, &publisher_config, stop.as_mut()).await? {
+            if !publish(&mut publisher, &cleaner, batches, &publisher_config, &publisher_metrics, stop.as_mut()).await? {
                 break;
             }
         }
@@ -163,7 +180,7 @@ pub async fn run<S: Service>(
     //    flush syncs its log, so what overlaps the sync is the deciding, not the writing. A
     //    commit with nothing to publish starts no flush of its own: until something leaves the
     //    process, losing it in a crash only means deciding it again from the same inputs.
-    let mut durable = Durability::new(&store, config.unsafe_skip_fsync);
+    let mut durable = Durability::new(&store, config.unsafe_skip_fsync, metrics.flush_seconds.clone());
     let mut commits_with_output = 0u32;
     // Timers (deadlines) judge by the wall clock, so they wait until every input partition has
     // been read up to where it stood at start: after downtime, an order that succeeded
@@ -173,6 +190,7 @@ pub async fn run<S: Service>(
     let mut timer = tokio::time::interval(Duration::from_secs(1));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'batches: loop {
+        metrics.health.turned(now_ms());
         let commit = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -201,11 +219,17 @@ pub async fn run<S: Service>(
                     }
                     // A full queue (broker away) must not make the loop deaf to SIGTERM: what
                     // it was about to hand over is durable in the outbox already, and stays
-                    // there, in order, with everything after it.
-                    let handed = tokio::select! {
-                        biased;
-                        () = &mut shutdown => None,
-                        sent = to_publish.send(written) => sent.ok(),
+                    // there, in order, with everything after it. Waiting for Kafka is not a
+                    // stuck loop (`/healthz`); `/readyz` reports the publisher jammed.
+                    let send = to_publish.send(written);
+                    tokio::pin!(send);
+                    let handed = loop {
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => break None,
+                            sent = &mut send => break sent.ok(),
+                            () = tokio::time::sleep(Duration::from_secs(1)) => metrics.health.turned(now_ms()),
+                        }
                     };
                     if handed.is_none() {
                         durable.hold_back();
@@ -229,7 +253,10 @@ pub async fn run<S: Service>(
                         }
                     }
                     caught_up += batch.iter().filter(|f| f.caught_up).count();
-                    process_batch(&mut service, &store, batch, now_ms())?
+                    if caught_up >= inputs {
+                        metrics.health.caught_up();
+                    }
+                    process_batch(&mut service, &store, &metrics, batch, now_ms())?
                 }
                 None => break,
             },
@@ -258,12 +285,16 @@ pub async fn run<S: Service>(
         let (partitions, inputs_applied, outputs) = (commit.offsets.len(), commit.applied.len(), commit.outbox.len());
         let started = std::time::Instant::now();
         let written = store.commit(commit)?;
-        debug!(partitions, applied = inputs_applied, outputs, commit_us = started.elapsed().as_micros() as u64, "batch committed");
+        let took = started.elapsed();
+        metrics.commit_seconds.observe(took.as_secs_f64());
+        metrics.outbox_events.add(outputs as i64);
+        debug!(partitions, applied = inputs_applied, outputs, commit_us = took.as_micros() as u64, "batch committed");
         if let Some(written) = written {
             durable.push(written);
             durable.start_flush();
         }
     }
+    metrics.health.stopping();
     fetchers.shutdown().await;
     // The last positions go to the group once more, so a stopped service shows its true lag.
     positions_tx.send_replace(positions);
@@ -306,6 +337,7 @@ type FlushTask = tokio::task::JoinHandle<Result<(), StoreError>>;
 struct Durability {
     store: crate::store::Flusher,
     skip_fsync: bool,
+    flush_seconds: prometheus::Histogram,
     /// Committed after the running flush started, so not covered by it.
     waiting: Vec<OutboxBatch>,
     /// Committed before it started; durable when it ends. `None` handle: nothing to wait for
@@ -316,8 +348,8 @@ struct Durability {
 }
 
 impl Durability {
-    fn new(store: &Store, skip_fsync: bool) -> Self {
-        Durability { store: store.flusher(), skip_fsync, waiting: Vec::new(), flushing: None, held_back: false }
+    fn new(store: &Store, skip_fsync: bool, flush_seconds: prometheus::Histogram) -> Self {
+        Durability { store: store.flusher(), skip_fsync, flush_seconds, waiting: Vec::new(), flushing: None, held_back: false }
     }
 
     /// Records a commit whose events may be published once it is on disk.
@@ -330,7 +362,14 @@ impl Durability {
         if self.flushing.is_some() || self.waiting.is_empty() {
             return;
         }
-        let handle = (!self.skip_fsync).then(|| tokio::spawn(self.store.flush()));
+        let handle = (!self.skip_fsync).then(|| {
+            let (flush, timer) = (self.store.flush(), self.flush_seconds.start_timer());
+            tokio::spawn(async move {
+                let flushed = flush.await;
+                timer.observe_duration();
+                flushed
+            })
+        });
         self.flushing = Some((handle, std::mem::take(&mut self.waiting)));
     }
 
@@ -469,10 +508,12 @@ async fn publish(
     cleaner: &OutboxCleaner,
     batches: Vec<OutboxBatch>,
     config: &RuntimeConfig,
+    metrics: &Metrics,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<bool, KafkaEdgeError> {
     let mut refs: Vec<&OutboxEntry> = batches.iter().flat_map(|b| &b.entries).collect();
     let total = refs.len();
+    let mut round = PublishRound::start(metrics);
     // Dead letters for entries the broker refused for good; owned here, published next.
     let mut parked: Vec<OutboxEntry>;
     let mut second_try = false;
@@ -486,6 +527,7 @@ async fn publish(
         };
         match result {
             Ok(refused) if !refused.is_empty() => {
+                metrics.emitted(refs.iter().enumerate().filter(|(i, _)| !refused.iter().any(|r| r.index == *i)).map(|(_, e)| e.topic.as_str()));
                 // Retrying cannot help, and publishing is first in first out: park each refused
                 // entry, once, as a smaller dead letter, and go on. One refused in turn is
                 // logged and dropped (its log line names what it parked).
@@ -503,6 +545,9 @@ async fn publish(
                             order_id, topic = %Escaped(&entry.topic), partition = entry.partition, event_id = %Escaped(event_id),
                             reason = %Escaped(&r.reason), "Kafka refused an event for good; parked on DeadLetter"
                         );
+                        if entry.topic != Topic::DeadLetter.as_str() {
+                            metrics.dead_letter("publish_refused");
+                        }
                         Some(outbox_entry(&refused_letter(config.service, entry, &r.reason, now_ms()), entry.partition))
                     })
                     .collect();
@@ -515,6 +560,9 @@ async fn publish(
                     info!(count = total, "published after broker outage");
                 }
                 debug!(count = total, "published");
+                metrics.emitted(refs.iter().map(|e| e.topic.as_str()));
+                metrics.outbox_events.sub(total as i64);
+                round.acknowledged();
                 cleaner.remove_outbox(batches.into_iter().flat_map(|b| b.keys));
                 return Ok(true);
             }
@@ -535,10 +583,44 @@ async fn publish(
     }
 }
 
+/// A publish round in progress, for `/readyz` and the latency histogram; ends when dropped,
+/// however the round ends.
+struct PublishRound<'a> {
+    metrics: &'a Metrics,
+    timer: Option<prometheus::HistogramTimer>,
+}
+
+impl<'a> PublishRound<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
+        metrics.health.publishing(Some(now_ms()));
+        PublishRound { metrics, timer: Some(metrics.publish_seconds.start_timer()) }
+    }
+
+    fn acknowledged(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.observe_duration();
+        }
+    }
+}
+
+impl Drop for PublishRound<'_> {
+    fn drop(&mut self) {
+        self.metrics.health.publishing(None);
+        // Only rounds that ended in Kafka's acknowledgement are timed; a stop is no latency.
+        if let Some(timer) = self.timer.take() {
+            timer.stop_and_discard();
+        }
+    }
+}
+
 /// Lets the service emit what is due (deadlines); returns everything that changed.
 fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Result<Commit, StoreError> {
     let mut commit = Commit::default();
-    for due in service.on_timer(now_ms) {
+    let due = service.on_timer(now_ms);
+    if !due.is_empty() {
+        service.observe(&due.iter().map(|d| d.event.clone()).collect::<Vec<_>>());
+    }
+    for due in due {
         debug_assert!(S::EMITS.contains(&due.event.topic()), "{} emitted {}, not in its EMITS", S::NAME, due.event.topic());
         let out = Envelope::on_timer(due.event, due.saga_started_at_ms, now_ms);
         commit.outbox.push(outbox_entry(&out, due.partition));
@@ -551,6 +633,7 @@ fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Result<Commit, St
 fn process_batch<S: Service>(
     service: &mut S,
     store: &Store,
+    metrics: &Metrics,
     batch: Vec<Fetched>,
     now_ms: i64,
 ) -> Result<Commit, StoreError> {
@@ -566,6 +649,7 @@ fn process_batch<S: Service>(
                 error_code = "unreadable_batch", error = %Escaped(&bad.reason),
                 "unreadable batch parked on DeadLetter"
             );
+            metrics.dead_letter("unreadable_batch");
             let letter = dead_letter(S::NAME, &fetched, Parked::Batch(bad), now_ms);
             commit.outbox.push(outbox_entry(&letter, fetched.partition));
         }
@@ -579,6 +663,7 @@ fn process_batch<S: Service>(
                         error_code = error.code(), error = %Escaped(&error.to_string()),
                         "bad record parked on DeadLetter"
                     );
+                    metrics.dead_letter(error.code());
                     let letter = dead_letter(S::NAME, &fetched, Parked::Record(rec, &error), now_ms);
                     commit.outbox.push(outbox_entry(&letter, fetched.partition));
                 }
@@ -591,11 +676,13 @@ fn process_batch<S: Service>(
                     let order_id = input.event.order_id().map(|o| o.as_str()).unwrap_or_default();
                     if !seen.insert(applied) || store.is_applied(applied) {
                         info!(order_id, event = %input.meta.event_type, event_id = %id, "duplicate ignored");
+                        metrics.duplicate(fetched.topic);
                     } else {
                         let since_order_ms = now_ms.saturating_sub(input.meta.saga_started_at_ms);
                         let span = tracing::info_span!("step", since_order_ms);
                         let ctx = crate::Context { now_ms, partition: fetched.partition };
                         let outputs = span.in_scope(|| service.handle(&input, &ctx));
+                        service.observe(&outputs);
                         for event in outputs {
                             debug_assert!(
                                 S::EMITS.contains(&event.topic()) || event.topic() == Topic::DeadLetter,
@@ -606,6 +693,7 @@ fn process_batch<S: Service>(
                             let out = match event {
                                 // A rule parks its input: the origin and the copy are the runtime's.
                                 Event::DeadLetter(rejected) => {
+                                    metrics.dead_letter(&rejected.error_code);
                                     dead_letter(S::NAME, &fetched, Parked::Rejected(rec, &rejected), now_ms)
                                 }
                                 event => Envelope::caused_by(&input.meta, event, now_ms),
@@ -620,6 +708,7 @@ fn process_batch<S: Service>(
         // Past the records, and past whatever the fetch skipped (transaction markers, aborted
         // transactions) or parked.
         commit.offsets.insert((fetched.topic, fetched.partition), fetched.next_offset);
+        metrics.consumed(fetched.topic, fetched.partition, fetched.records.len(), fetched.next_offset);
     }
     commit.add_table_changes(service.tables())?;
     Ok(commit)
@@ -829,7 +918,7 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

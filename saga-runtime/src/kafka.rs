@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::RuntimeConfig;
+use crate::metrics::Metrics;
 use crate::security::Security;
 use crate::store::OutboxEntry;
 
@@ -437,6 +438,7 @@ pub async fn fetch_inputs(
     config: RuntimeConfig,
     inputs: Vec<Input>,
     tx: mpsc::Sender<Fetched>,
+    metrics: Arc<Metrics>,
 ) -> Result<(), KafkaEdgeError> {
     let mut unassigned = inputs;
     let mut leaders_tasks = tokio::task::JoinSet::new();
@@ -457,7 +459,7 @@ pub async fn fetch_inputs(
                     }
                     for (leader, inputs) in by_leader {
                         debug!(leader, partitions = inputs.len(), "fetching from partition leader");
-                        leaders_tasks.spawn(fetch_from_leader(Arc::clone(&client), config.clone(), leader, inputs, tx.clone()));
+                        leaders_tasks.spawn(fetch_from_leader(Arc::clone(&client), config.clone(), leader, inputs, tx.clone(), Arc::clone(&metrics)));
                     }
                     if leaderless.is_empty() {
                         delay = Duration::from_millis(100);
@@ -497,6 +499,7 @@ async fn fetch_from_leader(
     leader: i32,
     mut inputs: Vec<Input>,
     tx: mpsc::Sender<Fetched>,
+    metrics: Arc<Metrics>,
 ) -> Result<Option<Vec<Input>>, KafkaEdgeError> {
     let mut broker = client.broker_client(leader);
     let names: Vec<String> = inputs.iter().map(|i| topic_name(&config.topic_prefix, i.topic)).collect();
@@ -545,6 +548,7 @@ async fn fetch_from_leader(
                         let input = &mut inputs[k];
                         match answer.result {
                             Ok(fetch) => {
+                                metrics.answered(input.topic, input.partition, log_end(fetch.high_watermark, fetch.last_stable_offset), crate::engine::now_ms());
                                 if let Some(fetched) = take_fetched(input, fetch) {
                                     if tx.send(fetched).await.is_err() {
                                         return Ok(None); // the loop stopped
@@ -635,9 +639,7 @@ fn take_fetched(input: &mut Input, fetch: PartitionFetch) -> Option<Fetched> {
     let next = [from, next_offset, past_records, past_unreadable].into_iter().flatten().max();
     let advanced = next != from;
     input.offset = next;
-    // Read committed: nothing past the last stable offset comes back while a transaction is
-    // open, so that is the end to catch up with.
-    let end = last_stable_offset.filter(|o| *o >= 0).map_or(high_watermark, |o| o.min(high_watermark));
+    let end = log_end(high_watermark, last_stable_offset);
     let caught_up = !input.announced_caught_up && input.offset.is_some_and(|o| o >= end);
     input.announced_caught_up |= caught_up;
     (advanced || caught_up).then(|| Fetched {
@@ -648,6 +650,12 @@ fn take_fetched(input: &mut Input, fetch: PartitionFetch) -> Option<Fetched> {
         next_offset: input.offset.unwrap_or_default(),
         caught_up,
     })
+}
+
+/// Where a fetched partition ends for this reader. Read committed: nothing past the last stable
+/// offset comes back while a transaction is open, so that is the end to catch up with.
+fn log_end(high_watermark: i64, last_stable_offset: Option<i64>) -> i64 {
+    last_stable_offset.filter(|o| *o >= 0).map_or(high_watermark, |o| o.min(high_watermark))
 }
 
 /// The earliest offset Kafka still has for a partition (a one-off, on its own connection).

@@ -32,6 +32,7 @@
 //! - [`security`]: TLS and SASL settings (the Java client's names), checked at start-up.
 //! - [`engine`]: the loop above ([`run`]).
 //! - [`kafka`]: connecting, topic creation, the fetch task, the publisher.
+//! - [`metrics`], [`endpoint`]: what `/metrics` reports and the probes judge; their HTTP server.
 //! - [`store`]: the sled store (state rows, offsets, outbox, applied ids).
 //! - [`state`]: [`Table`], the in-memory map rules read and write.
 //! - [`logging`], [`shutdown`]: tracing set-up; Ctrl-C/SIGTERM.
@@ -40,9 +41,11 @@
 #![recursion_limit = "256"]
 
 pub mod config;
+pub mod endpoint;
 pub mod engine;
 pub mod kafka;
 pub mod logging;
+pub mod metrics;
 pub mod security;
 pub mod shutdown;
 pub mod state;
@@ -56,6 +59,8 @@ pub use engine::{main, run, RuntimeError};
 pub use logging::init_logging;
 pub use shutdown::shutdown_signal;
 pub use state::{PersistentTable, Table};
+/// The metrics library services register their own metrics with (`Service::register_metrics`).
+pub use prometheus;
 
 /// What a rule may know besides the event: the time, and the partition the event came from
 /// (the order's partition, for events a service emits later on its own).
@@ -104,6 +109,16 @@ pub trait Service: Send + 'static {
 
     /// The tables that make up the state, for loading and persisting.
     fn tables(&mut self) -> Vec<&mut dyn PersistentTable>;
+
+    /// Registers the service's own metrics beside the runtime's (order-service: its sagas'
+    /// outcomes). Called once, with the state loaded, before anything is consumed.
+    fn register_metrics(&mut self, _registry: &prometheus::Registry) -> prometheus::Result<()> {
+        Ok(())
+    }
+
+    /// Updates those metrics after a step (`handle` or `on_timer`), from what it emitted and
+    /// the state it left. Observation only: nothing here may change what the rules decide.
+    fn observe(&mut self, _emitted: &[Event]) {}
 }
 
 /// Every topic a service with these `EMITS` writes: those, and `DeadLetter`, which the runtime

@@ -302,6 +302,9 @@ impl DeadLetter {
 macro_rules! reason_codes {
     ($($ty:ident { $($variant:ident => $code:literal),* $(,)? })*) => {$(
         impl $ty {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+
             /// The snake_case code, as on the wire.
             pub const fn as_str(self) -> &'static str {
                 match self {

@@ -44,6 +44,25 @@ fn bad_flags_stop_with_one_readable_line() {
 }
 
 #[test]
+fn a_metrics_address_that_cannot_serve_stops_with_one_readable_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, _, stderr) =
+        run("shipping-service", &["--metrics-addr", &addr, "--data-dir", data.to_str().unwrap(), "--bootstrap-servers", "127.0.0.1:1"]);
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains(&format!("cannot serve metrics on {addr}")) && !line.contains("panicked"), "{line}");
+    assert!(!data.exists(), "it stopped before touching its store");
+
+    let (code, _, stderr) = run("shipping-service", &["--metrics-addr", "9601"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("9601") && stderr.contains("HOST:PORT"), "{stderr}");
+}
+
+#[test]
 fn a_bad_seed_file_stops_with_one_readable_line() {
     let dir = tempfile::tempdir().unwrap();
     let seed = dir.path().join("seed.json");

@@ -196,6 +196,15 @@ impl ServiceProc {
         self.child.is_some() && self.log_text().matches(&format!("{} ready", self.binary)).count() >= self.starts as usize
     }
 
+    /// Where its latest start serves `/metrics` and the probes (`--metrics-addr`, e.g. on port
+    /// 0), from its log: `http://127.0.0.1:PORT`.
+    pub fn metrics_url(&self) -> Option<String> {
+        let log = self.log_text();
+        let line = log.lines().filter(|l| l.contains("serving /metrics")).nth(self.starts.checked_sub(1)? as usize)?;
+        let addr = line.split_once("addr=")?.1.split_whitespace().next()?;
+        Some(format!("http://{addr}"))
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -563,6 +572,16 @@ impl Deployment {
         let store = saga_runtime::store::Store::open(&svc.data_dir, 1 << 20).unwrap();
         store.read_table(table).unwrap()
     }
+}
+
+/// GETs `url`: its status and body, or why nothing answered.
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
+    let mut response = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().map_err(|e| format!("GET {url}: {e}"))?;
+    Ok((status, body))
 }
 
 /// A broker of a test's own, which it may stop and start again (same data, same port).
