@@ -34,7 +34,7 @@ fn compose_file_is_valid_and_runs_the_whole_saga() {
     let check = compose(&["config", "-q"]);
     assert!(check.status.success(), "compose.yaml is invalid:\n{}", String::from_utf8_lossy(&check.stderr));
     let services = String::from_utf8(compose(&["config", "--services"]).stdout).unwrap();
-    for s in SERVICES.iter().chain(&["kafka", "topics"]) {
+    for s in SERVICES.iter().chain(&["kafka", "topics", "prometheus"]) {
         assert!(services.lines().any(|l| l == *s), "compose.yaml lacks {s}:\n{services}");
     }
 }
@@ -105,6 +105,29 @@ fn the_secured_override_makes_its_certificates_with_keytool_alone() {
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
     let admin = std::fs::read_to_string(dir.path().join("admin.properties")).unwrap();
     assert!(admin.contains("security.protocol=SASL_SSL") && admin.contains(&format!("ssl.truststore.location={}/truststore.p12", dir.path().display())), "{admin}");
+}
+
+#[test]
+fn prometheus_scrapes_every_service_where_it_serves_its_metrics() {
+    let merged = String::from_utf8(compose(&["config"]).stdout).unwrap();
+    let blocks = service_blocks(&merged);
+    let prometheus: Vec<&str> = blocks["prometheus"].lines().map(str::trim).collect();
+    assert!(prometheus.iter().any(|l| l.starts_with("image: prom/prometheus:")), "the official image:\n{}", blocks["prometheus"]);
+    // Compose v1 prints a mount in one line, v2 in source and target lines.
+    let mounted = blocks["prometheus"].contains("/scripts/compose/prometheus.yml") && blocks["prometheus"].contains("/etc/prometheus/prometheus.yml");
+    assert!(mounted, "the scrape config is mounted where the image reads it:\n{}", blocks["prometheus"]);
+    let scrape = std::fs::read_to_string(repo_root().join("scripts/compose/prometheus.yml")).unwrap();
+    for s in SERVICES {
+        let body = &blocks[s];
+        let port = body
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("SAGA_METRICS_ADDR: 0.0.0.0:"))
+            .unwrap_or_else(|| panic!("{s} serves metrics on every interface:\n{body}"));
+        let job = format!("  - job_name: {s}\n    static_configs:\n      - targets: [\"{s}:{port}\"]\n");
+        assert!(scrape.contains(&job), "Prometheus scrapes {s} on port {port}:\n{scrape}");
+    }
+    let check = Command::new("promtool").arg("check").arg("config").arg(repo_root().join("scripts/compose/prometheus.yml")).output().unwrap();
+    assert!(check.status.success(), "{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
 }
 
 #[test]
