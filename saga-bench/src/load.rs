@@ -2,6 +2,7 @@
 //! rate), and the time each takes to reach its terminal topic.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -320,6 +321,9 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     if unsafe_skip_fsync {
         common.push("--unsafe-skip-fsync".to_owned());
     }
+    if args.scrape_metrics {
+        common.extend(["--metrics-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+    }
     let extra = BTreeMap::from([
         ("payment-service", vec!["--seed".to_owned(), wallets.display().to_string()]),
         ("inventory-service", vec!["--seed".to_owned(), stock.display().to_string()]),
@@ -340,6 +344,11 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     let records: Vec<Outgoing> = (0..args.orders).map(|i| encode(Event::OrderCreated(order(&run_id, i, args)))).collect();
     let payload_bytes = records.first().map_or(0, |r| r.value.len());
 
+    let scraping = Arc::new(AtomicBool::new(false));
+    let scraper = match args.scrape_metrics {
+        true => Some(procs::scrape(services.iter().map(procs::metrics_url).collect::<Result<_>>()?, Arc::clone(&scraping))),
+        false => None,
+    };
     procs::mark(&mut services);
     let broker = procs::CpuMeter::start(args.broker_pid);
     let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -355,6 +364,11 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     });
     let measured = round_trip(&client, &input, &terminal, args.partitions, records, &run_id, rate).await;
     let _ = stop_sampling.send(());
+    scraping.store(true, Ordering::Relaxed);
+    if let Some(scraper) = scraper {
+        let (scrapes, bytes) = scraper.join().map_err(|_| anyhow::anyhow!("the scraper panicked"))??;
+        eprintln!("  scraped /metrics {scrapes} times, {bytes} bytes per round of four");
+    }
     let mut services = sampler.await?;
     let usage = procs::usage(&mut services);
     let broker_cpu_percent = broker.and_then(|m| m.percent());

@@ -72,6 +72,10 @@ pub struct Args {
     /// The broker's process id, to report its CPU per run (`scripts/bench.sh` passes it).
     #[arg(long, env = "BENCH_BROKER_PID")]
     pub broker_pid: Option<u32>,
+    /// Serve each service's metrics (`--metrics-addr`) and scrape them all once a second
+    /// through the measured window, as Prometheus would: what the endpoint costs the loop.
+    #[arg(long)]
+    pub scrape_metrics: bool,
     /// Where service stores and logs go.
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -114,6 +116,35 @@ pub fn start_all(bin_dir: &Path, dir: &Path, common: &[String], extra: &BTreeMap
         }
     }
     Ok(services)
+}
+
+/// Where a started service serves `/metrics` (`--metrics-addr 127.0.0.1:0`), from its JSON log.
+pub fn metrics_url(service: &Service) -> Result<String> {
+    let text = std::fs::read_to_string(&service.log)?;
+    text.lines()
+        .filter(|l| l.contains("serving /metrics"))
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["addr"].as_str().map(|a| format!("http://{a}/metrics")))
+        .with_context(|| format!("{} does not say where it serves /metrics", service.name))
+}
+
+/// GETs every url once a second until `stop` is set, as Prometheus scrapes; returns how many
+/// scrapes succeeded and the bytes of the last ones.
+pub fn scrape(urls: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Result<(usize, usize)>> {
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+        let (mut scrapes, mut bytes) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            bytes = 0;
+            for url in &urls {
+                let body = agent.get(url).call().with_context(|| format!("scrape {url}"))?.body_mut().read_to_string()?;
+                scrapes += 1;
+                bytes += body.len();
+            }
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+        }
+        Ok((scrapes, bytes))
+    })
 }
 
 /// Starts the CPU clocks of the measured window.

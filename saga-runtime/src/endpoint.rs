@@ -27,8 +27,17 @@ pub async fn bind(addr: &str) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr).await.map_err(|source| BindError { addr: addr.to_owned(), source })
 }
 
-/// Serves the endpoint on `listener` until the returned task is aborted.
-pub fn spawn(listener: TcpListener, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+/// The endpoint being served; it stops when this is dropped.
+pub struct Endpoint(tokio::task::JoinHandle<()>);
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the endpoint on `listener` until the returned [`Endpoint`] is dropped.
+pub fn spawn(listener: TcpListener, metrics: Arc<Metrics>) -> Endpoint {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /metrics, /healthz and /readyz");
     }
@@ -37,11 +46,11 @@ pub fn spawn(listener: TcpListener, metrics: Arc<Metrics>) -> tokio::task::JoinH
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(metrics);
-    tokio::spawn(async move {
+    Endpoint(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             debug!(%error, "the metrics endpoint stopped");
         }
-    })
+    }))
 }
 
 async fn exposition(State(metrics): State<Arc<Metrics>>) -> Response {
