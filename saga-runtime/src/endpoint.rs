@@ -1,6 +1,8 @@
 //! The HTTP endpoint for Prometheus and an orchestrator's probes (`--metrics-addr`):
 //! `/metrics`, `/healthz` (alive, the loop turning) and `/readyz` (connected, caught up,
-//! fetching and publishing). It runs on the loop's own thread; a request reads atomics only.
+//! fetching and publishing). It runs on a thread of its own, so a probe is answered even while
+//! the loop's thread is busy (a store commit waiting for a sync, a start-up scan), and a
+//! scrape's encoding never runs on the loop's time.
 
 use std::sync::Arc;
 
@@ -9,48 +11,64 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
-use tracing::{debug, info};
+use tokio::sync::oneshot;
+use tracing::{debug, error, info};
 
-use crate::metrics::Metrics;
+use crate::metrics::{clock_ms, Metrics};
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {addr}: {source}")]
-pub struct BindError {
+pub struct EndpointError {
     addr: String,
     source: std::io::Error,
 }
 
-/// Binds `addr` (`HOST:PORT`), so that a port in use stops the service at start-up.
-pub async fn bind(addr: &str) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|source| BindError { addr: addr.to_owned(), source })
-}
-
 /// The endpoint being served; it stops when this is dropped.
-pub struct Endpoint(tokio::task::JoinHandle<()>);
+pub struct Endpoint {
+    stop: Option<oneshot::Sender<()>>,
+}
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
-/// Serves the endpoint on `listener` until the returned [`Endpoint`] is dropped.
-pub fn spawn(listener: TcpListener, metrics: Arc<Metrics>) -> Endpoint {
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving /metrics, /healthz and /readyz");
-    }
+/// Binds `addr` (`HOST:PORT`; port 0 picks a free one) and serves the endpoint on a thread of
+/// its own until the returned [`Endpoint`] is dropped. Binding here, before anything else, makes
+/// a port in use stop the service at start-up.
+pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<Endpoint, EndpointError> {
+    let err = |source| EndpointError { addr: addr.to_owned(), source };
+    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(err)?;
+    let (stop, stopped) = oneshot::channel::<()>();
     let app = Router::new()
         .route("/metrics", get(exposition))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(metrics);
-    Endpoint(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            debug!(%error, "the metrics endpoint stopped");
-        }
-    }))
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(async { let _ = stopped.await; }).await,
+                    Err(e) => Err(e),
+                };
+                match served {
+                    Ok(()) => debug!("the metrics endpoint stopped"),
+                    Err(error) => error!(%error, "the metrics endpoint stopped"),
+                }
+            })
+        })
+        .map_err(err)?;
+    info!(addr = %local, "serving /metrics, /healthz and /readyz");
+    Ok(Endpoint { stop: Some(stop) })
 }
 
 async fn exposition(State(metrics): State<Arc<Metrics>>) -> Response {
@@ -61,14 +79,14 @@ async fn exposition(State(metrics): State<Arc<Metrics>>) -> Response {
 }
 
 async fn healthz(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
-    match metrics.liveness(crate::engine::now_ms()) {
+    match metrics.liveness(clock_ms()) {
         Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
-    match metrics.readiness(crate::engine::now_ms()) {
+    match metrics.readiness(clock_ms()) {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why.iter().map(|w| format!("{w}\n")).collect()),
     }

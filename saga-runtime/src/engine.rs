@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{RuntimeArgs, RuntimeConfig};
 use crate::kafka::{self, Fetched, KafkaEdgeError, Publisher};
-use crate::metrics::Metrics;
+use crate::metrics::{clock_ms, Metrics};
 use crate::store::{Commit, OutboxBatch, OutboxCleaner, OutboxEntry, Store, StoreError};
 use crate::Service;
 
@@ -36,7 +36,7 @@ pub enum RuntimeError {
     #[error("this instance owns no partition: {ownership:?} of {partitions} partitions")]
     NothingOwned { ownership: crate::config::Ownership, partitions: i32 },
     #[error(transparent)]
-    Endpoint(#[from] crate::endpoint::BindError),
+    Endpoint(#[from] crate::endpoint::EndpointError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -90,13 +90,15 @@ pub async fn run<S: Service>(
     // Bound first, so a port in use stops the service before it does anything; served until
     // `run` returns, so the probes answer while it connects and while it stops.
     let _endpoint = match &config.metrics_addr {
-        Some(addr) => Some(crate::endpoint::spawn(crate::endpoint::bind(addr).await?, Arc::clone(&metrics))),
+        Some(addr) => Some(crate::endpoint::serve(addr, Arc::clone(&metrics))?),
         None => None,
     };
     let mut store = Store::open_with_dedup_window(&config.data_dir, config.cache_bytes, config.dedup_window)?;
     store.attach_tables(service.tables(), config.resident_rows);
     seed_if_new(&mut service, &mut store, &config).await?;
-    service.register_metrics(metrics.registry())?;
+    if config.metrics_addr.is_some() {
+        service.register_metrics(metrics.registry())?;
+    }
 
     let Some((client, partitions)) = connect(&config, S::CONSUMES, S::EMITS, &mut shutdown).await? else {
         return Ok(());
@@ -127,7 +129,7 @@ pub async fn run<S: Service>(
         .flat_map(|&topic| owned.iter().map(move |&partition| (topic, partition)))
         .map(|(topic, partition)| kafka::Input::new(topic, partition, offsets.get(&(topic, partition)).copied()))
         .collect::<Vec<_>>();
-    metrics.track_inputs(inputs.iter().map(|i| ((i.topic, i.partition), i.offset)), now_ms());
+    metrics.track_inputs(inputs.iter().map(|i| ((i.topic, i.partition), i.offset)), clock_ms());
     let mut fetchers = JoinSet::new();
     fetchers.spawn(kafka::fetch_inputs(Arc::clone(&client), config.clone(), inputs, tx, Arc::clone(&metrics)));
     // The positions, as Kafka's tools read them: committed under the consumer group once a
@@ -190,7 +192,7 @@ pub async fn run<S: Service>(
     let mut timer = tokio::time::interval(Duration::from_secs(1));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'batches: loop {
-        metrics.health.turned(now_ms());
+        metrics.health.turned(clock_ms());
         let commit = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -221,14 +223,23 @@ pub async fn run<S: Service>(
                     // it was about to hand over is durable in the outbox already, and stays
                     // there, in order, with everything after it. Waiting for Kafka is not a
                     // stuck loop (`/healthz`); `/readyz` reports the publisher jammed.
-                    let send = to_publish.send(written);
-                    tokio::pin!(send);
-                    let handed = loop {
-                        tokio::select! {
-                            biased;
-                            () = &mut shutdown => break None,
-                            sent = &mut send => break sent.ok(),
-                            () = tokio::time::sleep(Duration::from_secs(1)) => metrics.health.turned(now_ms()),
+                    let handed = match to_publish.try_send(written) {
+                        Ok(()) => Some(()),
+                        Err(mpsc::error::TrySendError::Closed(_)) => None,
+                        Err(mpsc::error::TrySendError::Full(written)) => {
+                            metrics.health.handing_over(Some(clock_ms()));
+                            let send = to_publish.send(written);
+                            tokio::pin!(send);
+                            let handed = loop {
+                                tokio::select! {
+                                    biased;
+                                    () = &mut shutdown => break None,
+                                    sent = &mut send => break sent.ok(),
+                                    () = tokio::time::sleep(Duration::from_secs(1)) => metrics.health.turned(clock_ms()),
+                                }
+                            };
+                            metrics.health.handing_over(None);
+                            handed
                         }
                     };
                     if handed.is_none() {
@@ -520,6 +531,7 @@ async fn publish(
     let mut delay = Duration::from_millis(100);
     let mut failing = false;
     loop {
+        metrics.health.publish_sent(clock_ms());
         let result = tokio::select! {
             biased;
             () = shutdown.as_mut() => return Ok(false),
@@ -527,6 +539,7 @@ async fn publish(
         };
         match result {
             Ok(refused) if !refused.is_empty() => {
+                metrics.health.publish_answered();
                 metrics.emitted(refs.iter().enumerate().filter(|(i, _)| !refused.iter().any(|r| r.index == *i)).map(|(_, e)| e.topic.as_str()));
                 // Retrying cannot help, and publishing is first in first out: park each refused
                 // entry, once, as a smaller dead letter, and go on. One refused in turn is
@@ -583,8 +596,8 @@ async fn publish(
     }
 }
 
-/// A publish round in progress, for `/readyz` and the latency histogram; ends when dropped,
-/// however the round ends.
+/// A publish round in progress, for the latency histogram and `/readyz` (which judges how
+/// long a publish has waited for Kafka); ends when dropped, however the round ends.
 struct PublishRound<'a> {
     metrics: &'a Metrics,
     timer: Option<prometheus::HistogramTimer>,
@@ -592,10 +605,10 @@ struct PublishRound<'a> {
 
 impl<'a> PublishRound<'a> {
     fn start(metrics: &'a Metrics) -> Self {
-        metrics.health.publishing(Some(now_ms()));
         PublishRound { metrics, timer: Some(metrics.publish_seconds.start_timer()) }
     }
 
+    /// Kafka acknowledged every event of the round.
     fn acknowledged(&mut self) {
         if let Some(timer) = self.timer.take() {
             timer.observe_duration();
@@ -605,7 +618,7 @@ impl<'a> PublishRound<'a> {
 
 impl Drop for PublishRound<'_> {
     fn drop(&mut self) {
-        self.metrics.health.publishing(None);
+        self.metrics.health.publish_answered();
         // Only rounds that ended in Kafka's acknowledgement are timed; a stop is no latency.
         if let Some(timer) = self.timer.take() {
             timer.stop_and_discard();
@@ -918,7 +931,7 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

@@ -420,11 +420,13 @@ pub struct Input {
     pub offset: Option<i64>,
     /// Whether [`Fetched::caught_up`] was sent for it.
     announced_caught_up: bool,
+    /// Where the partition ended at the first fetch answer: what catching up reads to.
+    first_end: Option<i64>,
 }
 
 impl Input {
     pub fn new(topic: Topic, partition: i32, offset: Option<i64>) -> Self {
-        Input { topic, partition, offset, announced_caught_up: false }
+        Input { topic, partition, offset, announced_caught_up: false, first_end: None }
     }
 }
 
@@ -541,6 +543,14 @@ async fn fetch_from_leader(
             match bounded("fetch", long_poll, fetch).await {
                 Err(e) => outcome = Err(e),
                 Ok(answers) => {
+                    // Every partition answered is stamped before any is handed to the loop, which
+                    // may keep this task waiting (`/readyz` judges fetches by these stamps).
+                    let now = crate::metrics::clock_ms();
+                    for answer in &answers {
+                        if let (Ok(fetch), Some(input)) = (&answer.result, inputs.iter().zip(&names).find(|(i, n)| **n == answer.topic && i.partition == answer.partition)) {
+                            metrics.answered(input.0.topic, input.0.partition, log_end(fetch.high_watermark, fetch.last_stable_offset), now);
+                        }
+                    }
                     for answer in answers {
                         let Some(k) = (0..inputs.len()).find(|&k| names[k] == answer.topic && inputs[k].partition == answer.partition) else {
                             continue;
@@ -548,7 +558,6 @@ async fn fetch_from_leader(
                         let input = &mut inputs[k];
                         match answer.result {
                             Ok(fetch) => {
-                                metrics.answered(input.topic, input.partition, log_end(fetch.high_watermark, fetch.last_stable_offset), crate::engine::now_ms());
                                 if let Some(fetched) = take_fetched(input, fetch) {
                                     if tx.send(fetched).await.is_err() {
                                         return Ok(None); // the loop stopped
@@ -639,7 +648,11 @@ fn take_fetched(input: &mut Input, fetch: PartitionFetch) -> Option<Fetched> {
     let next = [from, next_offset, past_records, past_unreadable].into_iter().flatten().max();
     let advanced = next != from;
     input.offset = next;
-    let end = log_end(high_watermark, last_stable_offset);
+    // Caught up means read to where the partition ended when first asked, not to an end that
+    // keeps moving under a steady stream; or to the readable end, if a transaction opened
+    // since holds it back.
+    let now_end = log_end(high_watermark, last_stable_offset);
+    let end = now_end.min(*input.first_end.get_or_insert(now_end));
     let caught_up = !input.announced_caught_up && input.offset.is_some_and(|o| o >= end);
     input.announced_caught_up |= caught_up;
     (advanced || caught_up).then(|| Fetched {
@@ -1053,6 +1066,15 @@ mod tests {
         let idle = take_fetched(&mut input, fetch(Vec::new(), 10));
         assert!(idle.is_none(), "caught up is announced once");
         assert_eq!(input.offset, Some(10));
+    }
+
+    #[test]
+    fn caught_up_is_where_the_partition_ended_when_first_asked() {
+        let mut input = Input::new(Topic::OrderCreated, 0, Some(0));
+        // A backlog of 6 behind a stream that keeps growing: each answer ends further on.
+        assert!(!take_fetched(&mut input, fetch((0..3).map(at).collect(), 6)).unwrap().caught_up);
+        let fetched = take_fetched(&mut input, fetch((3..7).map(at).collect(), 9)).unwrap();
+        assert!(fetched.caught_up, "read past 6, where it stood at first, though the log is at 9 now");
     }
 
     #[test]

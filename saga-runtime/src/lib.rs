@@ -111,7 +111,8 @@ pub trait Service: Send + 'static {
     fn tables(&mut self) -> Vec<&mut dyn PersistentTable>;
 
     /// Registers the service's own metrics beside the runtime's (order-service: its sagas'
-    /// outcomes). Called once, with the state loaded, before anything is consumed.
+    /// outcomes). Called once, with the state loaded and before anything is consumed, when the
+    /// binary serves metrics (`--metrics-addr`).
     fn register_metrics(&mut self, _registry: &prometheus::Registry) -> prometheus::Result<()> {
         Ok(())
     }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use shared_events::Topic;
@@ -25,6 +25,13 @@ pub const STALL: Duration = Duration::from_secs(5);
 /// How long the loop may go without turning before `/healthz` fails. It turns at least once a
 /// second when idle (its timer), and a batch holds it for milliseconds.
 pub const LOOP_STALL: Duration = Duration::from_secs(15);
+
+/// Milliseconds on a monotonic clock (never 0), for the probes' stamps: a wall clock stepped
+/// by NTP must not make a service look stalled.
+pub fn clock_ms() -> i64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as i64 + 1
+}
 
 /// The runtime's metrics for one service, and the state its probes read.
 pub struct Metrics {
@@ -57,7 +64,7 @@ struct InputFigures {
     position: AtomicI64,
     /// Where the partition ended (log end, or last stable offset) at its last fetch answer.
     log_end: AtomicI64,
-    /// When a fetch last answered for it, ms since the epoch.
+    /// When a fetch last answered for it ([`clock_ms`]).
     answered_ms: AtomicI64,
 }
 
@@ -98,6 +105,11 @@ impl Metrics {
         }
         for topic in consumes {
             duplicates.with_label_values(&[topic.as_str()]);
+        }
+        // The reasons the runtime itself parks for; a rule's own (order_id_conflict, …) appear
+        // with their first dead letter.
+        for reason in shared_events::DecodeError::CODES.iter().chain(&["unreadable_batch", "publish_refused"]) {
+            dead_letters.with_label_values(&[reason]);
         }
         registry.register(Box::new(info))?;
         registry.register(Box::new(consumed.clone()))?;
@@ -221,12 +233,16 @@ impl Metrics {
         } else if !health.caught_up.load(Ordering::Relaxed) {
             not.push("catching up with where its inputs stood at start".to_owned());
         }
+        // While the loop waits for the publisher, fetches wait for the loop: that is the
+        // publisher's stall, reported below, not the fetch's.
+        let handing_over = health.handing_over_since_ms.load(Ordering::Relaxed) > 0;
         let stall_ms = (STALL + self.fetch_wait).as_millis() as i64;
         let mut stalled: Vec<String> = self
             .inputs
             .get()
             .into_iter()
             .flatten()
+            .filter(|_| !handing_over)
             .filter(|(_, input)| now_ms - input.answered_ms.load(Ordering::Relaxed) > stall_ms)
             .map(|((topic, partition), _)| format!("{topic}/{partition}"))
             .collect();
@@ -234,9 +250,12 @@ impl Metrics {
             stalled.sort();
             not.push(format!("fetch stalled: no answer for over {} s from {}", stall_ms / 1000, stalled.join(", ")));
         }
-        let publishing = health.publishing_since_ms.load(Ordering::Relaxed);
-        if publishing > 0 && now_ms - publishing > STALL.as_millis() as i64 {
-            not.push(format!("publisher jammed: a publish round has been retrying for {} s", (now_ms - publishing) / 1000));
+        let waiting = health.unacknowledged_since_ms.load(Ordering::Relaxed);
+        if waiting > 0 && now_ms - waiting > STALL.as_millis() as i64 {
+            not.push(format!(
+                "publisher jammed: Kafka has acknowledged no publish for {} s (retrying; the events wait in the outbox)",
+                (now_ms - waiting) / 1000
+            ));
         }
         if not.is_empty() {
             Ok(())
@@ -268,12 +287,14 @@ impl InputFigures {
 /// What the probes judge, set by the loop and the publisher.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// When the loop last turned, ms since the epoch (0: not started).
+    /// When the loop last turned ([`clock_ms`]; 0: not started).
     loop_turned_ms: AtomicI64,
     connected: AtomicBool,
     caught_up: AtomicBool,
-    /// When the publish round in progress started (0: none).
-    publishing_since_ms: AtomicI64,
+    /// Since when a publish has waited for Kafka's acknowledgement, retries included (0: none).
+    unacknowledged_since_ms: AtomicI64,
+    /// Since when the loop has waited for the publisher to take a durable commit (0: it does not).
+    handing_over_since_ms: AtomicI64,
     stopping: AtomicBool,
 }
 
@@ -294,9 +315,19 @@ impl Health {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    /// A publish round started (`Some`, its start) or ended (`None`).
-    pub fn publishing(&self, since_ms: Option<i64>) {
-        self.publishing_since_ms.store(since_ms.unwrap_or(0), Ordering::Relaxed);
+    /// A publish is sent to Kafka; a retry keeps the first attempt's time.
+    pub fn publish_sent(&self, now_ms: i64) {
+        let _ = self.unacknowledged_since_ms.compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Kafka answered the publish (or the round ended): nothing waits for it.
+    pub fn publish_answered(&self) {
+        self.unacknowledged_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// The loop starts (`Some`) or stops (`None`) waiting for the publisher.
+    pub fn handing_over(&self, since_ms: Option<i64>) {
+        self.handing_over_since_ms.store(since_ms.unwrap_or(0), Ordering::Relaxed);
     }
 }
 
@@ -361,18 +392,23 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_round_retrying_past_the_stall_is_a_jam() {
+    fn a_publish_unanswered_past_the_stall_is_a_jam_and_quiet_fetches_are_not_blamed_for_it() {
         let m = metrics();
         ready(&m);
-        m.health.publishing(Some(NOW));
-        assert_eq!(m.readiness(NOW + 4_000), Ok(()), "a slow round is not a jam");
-        m.answered(Topic::OrderCreated, 0, 0, NOW + 6_000);
-        m.answered(Topic::OrderCreated, 1, 0, NOW + 6_000);
-        assert_eq!(m.readiness(NOW + 6_000), Err(vec!["publisher jammed: a publish round has been retrying for 6 s".to_owned()]));
-        m.health.publishing(None);
-        assert_eq!(m.readiness(NOW + 6_000), Ok(()));
+        m.health.publish_sent(NOW);
+        m.health.publish_sent(NOW + 3_000); // a retry: the wait began with the first attempt
+        assert_eq!(m.readiness(NOW + 4_000), Ok(()), "a slow answer is not a jam yet");
+        // The loop waits for the publisher, so it takes nothing from the fetches.
+        m.health.handing_over(Some(NOW + 1_000));
+        let jammed = "publisher jammed: Kafka has acknowledged no publish for 7 s (retrying; the events wait in the outbox)";
+        assert_eq!(m.readiness(NOW + 7_000), Err(vec![jammed.to_owned()]));
+        m.health.publish_answered();
+        m.health.handing_over(None);
+        m.answered(Topic::OrderCreated, 0, 0, NOW + 7_000);
+        m.answered(Topic::OrderCreated, 1, 0, NOW + 7_000);
+        assert_eq!(m.readiness(NOW + 7_000), Ok(()));
         m.health.stopping();
-        assert_eq!(m.readiness(NOW + 6_000), Err(vec!["stopping".to_owned()]));
+        assert_eq!(m.readiness(NOW + 7_000), Err(vec!["stopping".to_owned()]));
     }
 
     #[test]
@@ -393,6 +429,7 @@ mod tests {
         for line in [
             "# TYPE saga_dead_letters_total counter",
             r#"saga_dead_letters_total{reason="invalid_json"} 1"#,
+            r#"saga_dead_letters_total{reason="unreadable_batch"} 0"#,
             "# TYPE saga_store_commit_duration_seconds histogram",
             r#"saga_store_commit_duration_seconds_bucket{le="0.0025"} 1"#,
             r#"saga_service_info{service="payment-service",version="0.1.0"} 1"#,

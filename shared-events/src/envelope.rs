@@ -227,6 +227,18 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every [`DecodeError::code`].
+    pub const CODES: [&'static str; 8] = [
+        "missing_value",
+        "too_large",
+        "invalid_json",
+        "invalid_field",
+        "unknown_event_type",
+        "invalid_header",
+        "unsupported_schema_version",
+        "key_mismatch",
+    ];
+
     /// A stable code for logs, metrics and dead letters.
     pub fn code(&self) -> &'static str {
         match self {
@@ -410,6 +422,23 @@ mod tests {
         headers: &'a BTreeMap<String, Vec<u8>>,
     ) -> RawRecord<'a> {
         RawRecord { topic, key: Some(b"o-1"), value: Some(value), headers, timestamp_ms: 42 }
+    }
+
+    #[test]
+    fn codes_lists_every_code_once() {
+        let s = String::new;
+        let every = [
+            DecodeError::MissingValue,
+            DecodeError::TooLarge(1),
+            DecodeError::InvalidJson(s()),
+            DecodeError::InvalidField { field: s(), reason: s() },
+            DecodeError::UnknownEventType { event_type: s(), topic: Topic::OrderCreated },
+            DecodeError::InvalidHeader { header: "h", reason: s() },
+            DecodeError::UnsupportedSchemaVersion { found: 9 },
+            DecodeError::KeyMismatch { key: s(), order_id: s() },
+        ];
+        let codes: Vec<&str> = every.iter().map(DecodeError::code).collect();
+        assert_eq!(codes, DecodeError::CODES);
     }
 
     fn decode(topic: Topic, value: &str) -> Result<Envelope, DecodeError> {

@@ -35,19 +35,34 @@ impl Prometheus {
         }
         let config_file = dir.path().join("prometheus.yml");
         std::fs::write(&config_file, config).unwrap();
-        let [port] = support::free_ports::<1>();
         let log = dir.path().join("prometheus.log");
-        // It logs to stderr.
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("Debian's prometheus package (scripts/test.sh installs it)");
-        Prometheus { child, url: format!("http://127.0.0.1:{port}"), log, _dir: dir }
+        // A free port can be taken between choosing it and Prometheus binding it: choose again.
+        for _ in 0..5 {
+            let [port] = support::free_ports::<1>();
+            let mut child = Command::new("prometheus")
+                .arg(format!("--config.file={}", config_file.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap()) // it logs to stderr
+                .spawn()
+                .expect("Debian's prometheus package (scripts/test.sh installs it)");
+            let url = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + support::TEST_TIMEOUT;
+            while Instant::now() < deadline {
+                if http_get(&format!("{url}/-/ready")).is_ok_and(|(status, _)| status == 200) {
+                    return Prometheus { child, url, log, _dir: dir };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("Prometheus did not start:\n{}", support::tail(&log, 20));
     }
 
     /// The single value of an instant query, if it has one.
