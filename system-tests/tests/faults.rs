@@ -300,17 +300,7 @@ async fn duplicates_older_than_the_dedup_window_have_no_effect() {
 /// duplicates each service reads.
 async fn republish_run(d: &Deployment, run: &str, orders: &[workload::PlannedOrder]) -> BTreeMap<&'static str, usize> {
     let mut expected: BTreeMap<&str, usize> = BTreeMap::new();
-    let consumers = |t: Topic| -> &'static [&'static str] {
-        match t {
-            Topic::OrderCreated => &["order-service", "payment-service"],
-            Topic::PaymentCompleted => &["order-service", "inventory-service"],
-            Topic::StockReserved => &["order-service", "shipping-service"],
-            Topic::OrderCancelled => &["payment-service", "inventory-service"],
-            Topic::PaymentFailed | Topic::StockFailed | Topic::ShipmentScheduled | Topic::ShippingFailed
-            | Topic::PaymentRefunded | Topic::StockReleased => &["order-service"],
-            _ => &[],
-        }
-    };
+    let consumers = support::consumers_of;
     let hand_typed: std::collections::BTreeSet<&str> = orders.iter().filter(|o| o.hand_typed).map(|o| o.id.as_str()).collect();
     for topic in Topic::ALL {
         if consumers(topic).is_empty() {

@@ -574,6 +574,21 @@ impl Deployment {
     }
 }
 
+/// The services that read `topic`, from each one's own `Service::CONSUMES`.
+pub fn consumers_of(topic: Topic) -> Vec<&'static str> {
+    use saga_runtime::Service;
+    [
+        (order_service::Orders::NAME, order_service::Orders::CONSUMES),
+        (payment_service::Payment::NAME, payment_service::Payment::CONSUMES),
+        (inventory_service::Inventory::NAME, inventory_service::Inventory::CONSUMES),
+        (shipping_service::Shipping::NAME, shipping_service::Shipping::CONSUMES),
+    ]
+    .into_iter()
+    .filter(|(_, consumes)| consumes.contains(&topic))
+    .map(|(name, _)| name)
+    .collect()
+}
+
 /// GETs `url`: its status and body, or why nothing answered.
 pub fn http_get(url: &str) -> Result<(u16, String), String> {
     let agent: ureq::Agent =
