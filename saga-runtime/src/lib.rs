@@ -30,7 +30,8 @@
 //! # Layout
 //! - [`config`]: flags and environment shared by every binary.
 //! - [`security`]: TLS and SASL settings (the Java client's names), checked at start-up.
-//! - [`engine`]: the loop above ([`run`]).
+//! - [`engine`]: the loop above ([`run`]), its I/O and its tasks.
+//! - [`step`]: the loop's sans-IO step: a batch or a timer tick into a commit.
 //! - [`kafka`]: connecting, topic creation, the fetch task, the publisher.
 //! - [`metrics`], [`endpoint`]: what `/metrics` reports and the probes judge; their HTTP server.
 //! - [`store`]: the sled store (state rows, offsets, outbox, applied ids).
@@ -49,6 +50,7 @@ pub mod metrics;
 pub mod security;
 pub mod shutdown;
 pub mod state;
+pub mod step;
 pub mod store;
 
 use serde::de::DeserializeOwned;

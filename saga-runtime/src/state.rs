@@ -14,14 +14,17 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// A stored row that could not be read. Rules never see it: the runtime stops before
-/// committing anything decided without the row.
+/// A stored row that could not be read, or a changed row that could not be written. Rules
+/// never see it: the runtime stops before committing anything decided without the row, or a
+/// commit that would lose the change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("row `{table}/{key}` could not be read: {reason}")]
+#[error("row `{table}/{key}` could not be {}: {reason}", if *.written { "written" } else { "read" })]
 pub struct RowError {
     pub table: &'static str,
     pub key: String,
     pub reason: String,
+    /// Whether writing it failed (else reading it).
+    pub written: bool,
 }
 
 /// Called with each stored row's key and bytes; an error stops the scan.
@@ -153,7 +156,7 @@ impl<V: Clone + DeserializeOwned> Table<V> {
     }
 
     fn fail(&self, key: String, reason: String) {
-        self.failure.borrow_mut().get_or_insert(RowError { table: self.name, key, reason });
+        self.failure.borrow_mut().get_or_insert(RowError { table: self.name, key, reason, written: false });
     }
 }
 
@@ -188,8 +191,11 @@ impl<V: Clone + Serialize + DeserializeOwned + Send> PersistentTable for Table<V
         }
         let rows = self.rows.get_mut();
         for key in std::mem::take(&mut self.dirty) {
-            // Plain data types with string keys serialize without error.
-            let value = rows.get(&key).and_then(|v| v.as_ref()).and_then(|v| serde_json::to_vec(v).ok());
+            // A row that cannot be serialised fails the commit: writing `None` would delete it.
+            let value = match rows.get(&key).and_then(|v| v.as_ref()).map(serde_json::to_vec).transpose() {
+                Ok(value) => value,
+                Err(e) => return Err(RowError { table: self.name, key, reason: e.to_string(), written: true }),
+            };
             out.push((key, value));
         }
         // Every row is clean now: dropping them all is cheaper than tracking which are cold,
@@ -208,6 +214,17 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    #[test]
+    fn a_row_that_cannot_be_serialised_fails_the_commit_instead_of_deleting_the_row() {
+        // JSON map keys must be strings: a map keyed by pairs does not serialise.
+        let mut t: Table<BTreeMap<(u8, u8), u8>> = Table::new("pairs");
+        t.insert("k".to_owned(), BTreeMap::from([((1, 2), 3)]));
+        let mut out = Vec::new();
+        let err = t.drain_changes(&mut out).unwrap_err();
+        assert!(err.written && err.key == "k" && out.is_empty(), "{err}");
+        assert!(err.to_string().starts_with("row `pairs/k` could not be written"), "{err}");
+    }
 
     fn drained(t: &mut Table<u64>) -> Vec<RowChange> {
         let mut out = Vec::new();
