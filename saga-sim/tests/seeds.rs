@@ -1,0 +1,61 @@
+//! Many seeds, each a run of the whole saga under faults; a failing one prints how to replay it.
+//! `SAGA_SIM_SEEDS=1000000` runs more; `SAGA_SIM_SEED=…` replays one and prints its trace.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
+use saga_sim::{run, Config, PlantedBug};
+
+fn seeds(default: u64) -> std::ops::Range<u64> {
+    match std::env::var("SAGA_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => seed..seed + 1,
+        None => 0..std::env::var("SAGA_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default),
+    }
+}
+
+#[test]
+fn every_seed_keeps_the_sagas_promises() {
+    let config = Config::default();
+    let (mut crashes, mut completed, mut runs) = (0, 0, 0);
+    let mut cancelled = std::collections::BTreeMap::new();
+    for seed in seeds(2_000) {
+        match run(seed, &config) {
+            Ok(outcome) => {
+                crashes += outcome.crashes;
+                completed += outcome.completed;
+                for (reason, n) in outcome.cancelled {
+                    *cancelled.entry(reason).or_insert(0) += n;
+                }
+                runs += 1;
+            }
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    eprintln!("{runs} runs: {completed} orders completed, cancelled {cancelled:?}, {crashes} crashes");
+    // The runs must exercise what they claim to: every outcome, and crashes.
+    if runs >= 100 {
+        for reason in ["payment_failed", "stock_failed", "shipping_failed", "timeout", "customer_request"] {
+            assert!(cancelled.get(reason).is_some_and(|n| *n > 0), "no order cancelled for {reason}: {cancelled:?}");
+        }
+        assert!(completed > 0 && crashes > 0, "{completed} completed, {crashes} crashes");
+    }
+}
+
+#[test]
+fn a_lost_outbox_is_caught_within_a_few_seeds() {
+    let config = Config { planted: Some(PlantedBug::OutboxLostOnRestart), ..Config::default() };
+    let caught = (0..200).find_map(|seed| run(seed, &config).err());
+    let failure = caught.expect("200 seeds and the planted bug was never caught");
+    let text = failure.to_string();
+    assert!(text.contains(&format!("SAGA_SIM_SEED={}", failure.seed)), "{text}");
+    assert!(!failure.violations.is_empty() && !failure.trace.is_empty(), "{text}");
+    // The seed replays the same run: the same violations, the same story.
+    let again = run(failure.seed, &config).expect_err("the replay fails too");
+    assert_eq!((again.violations, again.trace), (failure.violations, failure.trace));
+}
+
+#[test]
+#[ignore = "prints a planted failure, for reading"]
+fn show_a_planted_failure() {
+    let config = Config { planted: Some(PlantedBug::OutboxLostOnRestart), ..Config::default() };
+    let failure = (0..200).find_map(|seed| run(seed, &config).err()).unwrap();
+    eprintln!("{failure}");
+}
