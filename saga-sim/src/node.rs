@@ -3,7 +3,7 @@
 //! what the process sees at once; only a flush makes it durable; a crash keeps exactly what was
 //! flushed, and a restart replays the durable outbox first, as the runtime does.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use saga_runtime::metrics::Metrics;
@@ -36,28 +36,58 @@ impl RowSource for Source {
     }
 }
 
-struct Applied<'a>(&'a HashSet<EventId>);
+/// The applied ids a store remembers, as `saga_runtime::store` keeps them: whole commits, the
+/// oldest forgotten once the rest hold `window` or more, the newest always kept. A duplicate
+/// older than that reaches the rules, which must see for themselves that it is one.
+#[derive(Debug, Clone)]
+struct AppliedWindow {
+    commits: VecDeque<Vec<EventId>>,
+    ids: HashSet<EventId>,
+    count: usize,
+    window: usize,
+}
 
-impl AppliedIds for Applied<'_> {
+impl AppliedWindow {
+    fn new(window: usize) -> Self {
+        AppliedWindow { commits: VecDeque::new(), ids: HashSet::new(), count: 0, window }
+    }
+
+    fn push(&mut self, ids: &[EventId]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.ids.extend(ids.iter().copied());
+        self.count += ids.len();
+        self.commits.push_back(ids.to_vec());
+        while self.count > self.window && self.commits.len() > 1 {
+            let Some(oldest) = self.commits.pop_front() else { break };
+            self.count -= oldest.len();
+            for id in &oldest {
+                self.ids.remove(id);
+            }
+        }
+    }
+}
+
+impl AppliedIds for AppliedWindow {
     fn is_applied(&self, applied: EventId) -> bool {
-        self.0.contains(&applied)
+        self.ids.contains(&applied)
     }
 }
 
 /// What survives a crash.
-#[derive(Default)]
 struct Durable {
     rows: BTreeMap<&'static str, BTreeMap<String, Vec<u8>>>,
     offsets: BTreeMap<(Topic, i32), i64>,
-    applied: HashSet<EventId>,
+    applied: AppliedWindow,
     outbox: Vec<OutboxEntry>,
 }
 
 /// What the world asks of a process, whatever service it runs.
 pub trait Process {
     fn name(&self) -> &'static str;
-    /// Fetches a few records of one input partition with something unread and steps them;
-    /// `false` if nothing is unread.
+    /// Fetches a few records of one to three input partitions with something unread and steps
+    /// them as one batch; `false` if nothing is unread (or the outbox is still being replayed).
     fn step(&mut self, log: &Log, rng: &mut Rng, now_ms: i64, trace: &mut Vec<String>) -> Result<bool, String>;
     /// Makes every commit durable (and forgets published outbox entries).
     fn flush(&mut self);
@@ -67,7 +97,7 @@ pub trait Process {
     fn timer(&mut self, log: &Log, now_ms: i64, trace: &mut Vec<String>) -> Result<(), String>;
     /// Kill -9: everything not flushed is gone; then it starts again. Returns how many
     /// commits were lost.
-    fn crash(&mut self, lose_outbox: bool) -> usize;
+    fn crash(&mut self, log: &Log, lose_outbox: bool) -> usize;
     /// Whether it has anything to do: unread input, an unflushed commit, an unpublished event.
     fn busy(&self, log: &Log) -> bool;
     /// A table's durable rows.
@@ -83,36 +113,40 @@ pub struct Node<S: Service> {
     durable: Durable,
     unflushed: Vec<Commit>,
     /// Applied ids, durable and unflushed.
-    applied: HashSet<EventId>,
+    applied: AppliedWindow,
     /// Where fetching goes on, per input.
     positions: BTreeMap<(Topic, i32), i64>,
     /// Durable outbox entries already published since the last flush.
     published: usize,
-    /// Inputs read to their end since the last start (timers wait for all of them).
-    caught_up: BTreeSet<(Topic, i32)>,
+    /// Outbox entries left from before the last start, published before anything is fetched.
+    replay_left: usize,
+    /// Where each input ended at the last start: timers wait until all are read that far.
+    start_ends: BTreeMap<(Topic, i32), i64>,
     partitions: i32,
     metrics: Metrics,
 }
 
 impl<S: Service> Node<S> {
-    /// A first start: `make` builds the service (with its settings), `seed` fills the store.
-    pub fn new(make: impl Fn() -> S + 'static, seed: S::Seed, partitions: i32) -> Result<Self, String> {
+    /// A first start: `make` builds the service (with its settings), `seed` fills the store;
+    /// the store remembers about `dedup_window` applied ids.
+    pub fn new(make: impl Fn() -> S + 'static, seed: S::Seed, partitions: i32, dedup_window: usize) -> Result<Self, String> {
         let metrics = Metrics::new(S::NAME, S::CONSUMES, S::EMITS, std::time::Duration::ZERO).map_err(|e| e.to_string())?;
         let live = make();
         let mut node = Node {
             make: Box::new(make),
             live,
             current: BTreeMap::new(),
-            durable: Durable::default(),
+            durable: Durable { rows: BTreeMap::new(), offsets: BTreeMap::new(), applied: AppliedWindow::new(dedup_window), outbox: Vec::new() },
             unflushed: Vec::new(),
-            applied: HashSet::new(),
+            applied: AppliedWindow::new(dedup_window),
             positions: BTreeMap::new(),
             published: 0,
-            caught_up: BTreeSet::new(),
+            replay_left: 0,
+            start_ends: BTreeMap::new(),
             partitions,
             metrics,
         };
-        node.boot(false);
+        node.boot(&Log::default(), false);
         node.live.seed(seed);
         let mut commit = Commit { seeded: true, ..Commit::default() };
         commit.add_table_changes(node.live.tables()).map_err(|e| e.to_string())?;
@@ -122,7 +156,7 @@ impl<S: Service> Node<S> {
     }
 
     /// Starts from what is durable, as the runtime does after a crash.
-    fn boot(&mut self, lose_outbox: bool) {
+    fn boot(&mut self, log: &Log, lose_outbox: bool) {
         self.live = (self.make)();
         self.current.clear();
         for table in self.live.tables() {
@@ -134,10 +168,15 @@ impl<S: Service> Node<S> {
         self.applied = self.durable.applied.clone();
         self.positions = self.durable.offsets.clone();
         self.published = 0;
-        self.caught_up.clear();
         if lose_outbox {
             self.durable.outbox.clear();
         }
+        self.replay_left = self.durable.outbox.len();
+        self.start_ends = self.inputs().map(|(t, p)| ((t, p), log.end(t, p))).collect();
+    }
+
+    fn position(&self, input: (Topic, i32)) -> i64 {
+        self.positions.get(&input).copied().unwrap_or(0)
     }
 
     fn inputs(&self) -> impl Iterator<Item = (Topic, i32)> + '_ {
@@ -154,7 +193,7 @@ impl<S: Service> Node<S> {
                 };
             }
         }
-        self.applied.extend(commit.applied.iter().copied());
+        self.applied.push(&commit.applied);
         self.unflushed.push(commit);
     }
 
@@ -171,30 +210,34 @@ impl<S: Service> Process for Node<S> {
     }
 
     fn step(&mut self, log: &Log, rng: &mut Rng, now_ms: i64, trace: &mut Vec<String>) -> Result<bool, String> {
-        let unread: Vec<(Topic, i32)> =
-            self.inputs().filter(|&(t, p)| self.positions.get(&(t, p)).copied().unwrap_or(0) < log.end(t, p)).collect();
-        if unread.is_empty() {
-            // Everything read: every input is caught up.
-            let all: Vec<(Topic, i32)> = self.inputs().collect();
-            self.caught_up.extend(all);
+        // As the runtime does: what the last run left in the outbox goes out before anything
+        // new is read.
+        if self.replay_left > 0 {
             return Ok(false);
         }
-        let (topic, partition) = *rng.pick(&unread);
-        let from = self.positions.get(&(topic, partition)).copied().unwrap_or(0);
-        let records = log.fetch(topic, partition, from, 1 + rng.below(6) as usize);
-        let next_offset = from + records.len() as i64;
-        let keys: Vec<String> = records.iter().map(|r| String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into_owned()).collect();
-        let fetched = saga_runtime::kafka::Fetched { topic, partition, records, unreadable: Vec::new(), next_offset, caught_up: false };
-        let commit = process_batch(&mut self.live, &Applied(&self.applied), &self.metrics, vec![fetched], now_ms)
-            .map_err(|e| format!("{}: the step failed: {e}", S::NAME))?;
-        trace.push(format!("{now_ms:>8} {} reads {topic}/{partition}@{from}..{next_offset} [{}]", S::NAME, keys.join(" ")));
-        self.note_outputs(&commit, "decides", now_ms, trace);
-        self.positions.insert((topic, partition), next_offset);
-        if next_offset >= log.end(topic, partition) {
-            self.caught_up.insert((topic, partition));
+        let mut unread: Vec<(Topic, i32)> = self.inputs().filter(|&i| self.position(i) < log.end(i.0, i.1)).collect();
+        if unread.is_empty() {
+            return Ok(false);
         }
-        let mut commit = commit;
-        commit.offsets.insert((topic, partition), next_offset);
+        // One to three partitions in one batch (one commit), as the loop takes what is queued.
+        let mut batch = Vec::new();
+        for _ in 0..1 + rng.below(3) {
+            if unread.is_empty() {
+                break;
+            }
+            let (topic, partition) = unread.remove(rng.below(unread.len() as u64) as usize);
+            let from = self.position((topic, partition));
+            let records = log.fetch(topic, partition, from, 1 + rng.below(6) as usize);
+            let next_offset = from + records.len() as i64;
+            let keys: Vec<String> =
+                records.iter().map(|r| String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into_owned()).collect();
+            trace.push(format!("{now_ms:>8} {} reads {topic}/{partition}@{from}..{next_offset} [{}]", S::NAME, keys.join(" ")));
+            self.positions.insert((topic, partition), next_offset);
+            batch.push(saga_runtime::kafka::Fetched { topic, partition, records, unreadable: Vec::new(), next_offset, caught_up: false });
+        }
+        let commit = process_batch(&mut self.live, &self.applied, &self.metrics, batch, now_ms)
+            .map_err(|e| format!("{}: the step failed: {e}", S::NAME))?;
+        self.note_outputs(&commit, "decides", now_ms, trace);
         self.apply(commit);
         Ok(true)
     }
@@ -211,7 +254,7 @@ impl<S: Service> Process for Node<S> {
                 };
             }
             self.durable.offsets.extend(commit.offsets);
-            self.durable.applied.extend(commit.applied);
+            self.durable.applied.push(&commit.applied);
             self.durable.outbox.extend(commit.outbox);
         }
     }
@@ -231,11 +274,13 @@ impl<S: Service> Process for Node<S> {
             trace.push(format!("{now_ms:>8} {} publishes {} {}{}", S::NAME, entry.topic, entry.key, if twice { " twice" } else { "" }));
         }
         self.published += n;
+        self.replay_left = self.replay_left.saturating_sub(n);
         true
     }
 
     fn timer(&mut self, _log: &Log, now_ms: i64, trace: &mut Vec<String>) -> Result<(), String> {
-        if !self.inputs().all(|i| self.caught_up.contains(&i)) {
+        // Deadlines are judged once every input is read to where it stood at the start.
+        if self.replay_left > 0 || !self.inputs().all(|i| self.position(i) >= self.start_ends.get(&i).copied().unwrap_or(0)) {
             return Ok(());
         }
         let commit = process_timers(&mut self.live, now_ms).map_err(|e| format!("{}: the timer step failed: {e}", S::NAME))?;
@@ -246,16 +291,16 @@ impl<S: Service> Process for Node<S> {
         Ok(())
     }
 
-    fn crash(&mut self, lose_outbox: bool) -> usize {
+    fn crash(&mut self, log: &Log, lose_outbox: bool) -> usize {
         let lost = self.unflushed.len();
-        self.boot(lose_outbox);
+        self.boot(log, lose_outbox);
         lost
     }
 
     fn busy(&self, log: &Log) -> bool {
         !self.unflushed.is_empty()
             || self.published < self.durable.outbox.len()
-            || self.inputs().any(|(t, p)| self.positions.get(&(t, p)).copied().unwrap_or(0) < log.end(t, p))
+            || self.inputs().any(|i| self.position(i) < log.end(i.0, i.1))
     }
 
     fn rows(&self, table: &str) -> BTreeMap<String, Vec<u8>> {

@@ -5,9 +5,10 @@
 use saga_sim::{run, Config, PlantedBug};
 
 fn seeds(default: u64) -> std::ops::Range<u64> {
-    match std::env::var("SAGA_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    let number = |name: &str| std::env::var(name).ok().map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name}={v} is not a number")));
+    match number("SAGA_SIM_SEED") {
         Some(seed) => seed..seed + 1,
-        None => 0..std::env::var("SAGA_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default),
+        None => 0..number("SAGA_SIM_SEEDS").unwrap_or(default),
     }
 }
 

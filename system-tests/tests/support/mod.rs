@@ -455,7 +455,17 @@ impl Deployment {
     /// Deletes one of this deployment's topics, as an operator might under running services.
     pub async fn delete_topic(&self, topic: Topic) {
         let controller = self.client.controller_client().unwrap();
-        controller.delete_topic(self.topic(topic), 10_000).await.unwrap();
+        let name = self.topic(topic);
+        controller.delete_topic(name.clone(), 10_000).await.unwrap();
+        // The controller answers once it has decided; the broker applies the deletion a moment
+        // later, and a write in between still succeeds (and is then deleted with the topic).
+        wait_until(&format!("{name} to be gone from the broker's metadata"), || async {
+            match self.client.list_topics().await {
+                Ok(topics) if !topics.iter().any(|t| t.name == name) => Ok(()),
+                Ok(_) => Err("still listed".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        }, || self.logs()).await;
     }
 
     /// The dead letters on the DeadLetter topic so far.
