@@ -156,6 +156,44 @@ pub struct RuntimeArgs {
     pub fault_crash_after_commit: Option<u32>,
 }
 
+/// Capped exponential backoff between retries while Kafka is away: the wait starts at
+/// `initial`, doubles after each wait up to `max`, and starts over after a success. Every
+/// retry loop of the runtime (connecting, fetching, looking up leaders, publishing) uses one.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    wait: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff { initial, wait: initial.min(max), max }
+    }
+
+    /// The wait before the next try.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The next try waited: the one after it waits twice as long, up to the cap.
+    pub fn grow(&mut self) {
+        self.wait = (self.wait * 2).min(self.max);
+    }
+
+    /// The wait before the next try; the one after waits twice as long.
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.wait;
+        self.grow();
+        wait
+    }
+
+    /// It worked: the next failure waits `initial` again.
+    pub fn reset(&mut self) {
+        self.wait = self.initial.min(self.max);
+    }
+}
+
 /// Parses `500ms`, `30s`, `5m`, `2h` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -355,6 +393,17 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("svc").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         cli.rt.into_config("payment-service").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let waits: Vec<u128> = (0..5).map(|_| b.next_wait().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.wait(), Duration::from_millis(100));
+        b.grow();
+        assert_eq!(b.wait(), Duration::from_millis(200));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{RuntimeArgs, RuntimeConfig};
+use crate::config::{Backoff, RuntimeArgs, RuntimeConfig};
 use crate::kafka::{self, Fetched, KafkaEdgeError, Publisher};
 use crate::metrics::{clock_ms, Metrics};
 use crate::step::{outbox_entry, process_batch, process_timers, refused_letter};
@@ -464,7 +464,7 @@ async fn connect(
     emits: &[Topic],
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Option<(Arc<rskafka::client::Client>, i32)>, RuntimeError> {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), config.max_backoff);
     let mut attempt = 0u32;
     let mut refused_since = None;
     loop {
@@ -501,9 +501,8 @@ async fn connect(
                 tokio::select! {
                     biased;
                     () = shutdown.as_mut() => return Ok(None),
-                    () = tokio::time::sleep(delay) => {}
+                    () = tokio::time::sleep(backoff.next_wait()) => {}
                 }
-                delay = (delay * 2).min(config.max_backoff);
             }
         }
     }
@@ -527,7 +526,7 @@ async fn publish(
     // Dead letters for entries the broker refused for good; owned here, published next.
     let mut parked: Vec<OutboxEntry>;
     let mut second_try = false;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), config.max_backoff);
     let mut failing = false;
     loop {
         metrics.health.publish_sent(clock_ms());
@@ -587,9 +586,8 @@ async fn publish(
                 tokio::select! {
                     biased;
                     () = shutdown.as_mut() => return Ok(false),
-                    () = tokio::time::sleep(delay) => {}
+                    () = tokio::time::sleep(backoff.next_wait()) => {}
                 }
-                delay = (delay * 2).min(config.max_backoff);
             }
         }
     }

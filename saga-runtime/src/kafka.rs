@@ -23,7 +23,7 @@ use shared_events::Topic;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::RuntimeConfig;
+use crate::config::{Backoff, RuntimeConfig};
 use crate::metrics::Metrics;
 use crate::security::Security;
 use crate::store::OutboxEntry;
@@ -444,7 +444,7 @@ pub async fn fetch_inputs(
 ) -> Result<(), KafkaEdgeError> {
     let mut unassigned = inputs;
     let mut leaders_tasks = tokio::task::JoinSet::new();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), config.max_backoff);
     loop {
         if !unassigned.is_empty() {
             let names = all_topic_names(&config.topic_prefix);
@@ -464,7 +464,7 @@ pub async fn fetch_inputs(
                         leaders_tasks.spawn(fetch_from_leader(Arc::clone(&client), config.clone(), leader, inputs, tx.clone(), Arc::clone(&metrics)));
                     }
                     if leaderless.is_empty() {
-                        delay = Duration::from_millis(100);
+                        backoff.reset();
                     } else {
                         warn!(partitions = leaderless.len(), "some input partitions have no leader yet; retrying");
                     }
@@ -473,7 +473,7 @@ pub async fn fetch_inputs(
                 Err(error) => warn!(%error, "cannot look up partition leaders; retrying"),
             }
         }
-        let retry = tokio::time::sleep(delay);
+        let retry = tokio::time::sleep(backoff.wait());
         tokio::select! {
             ended = leaders_tasks.join_next(), if !leaders_tasks.is_empty() => match ended {
                 // Leadership moved: look the partitions up again.
@@ -482,7 +482,7 @@ pub async fn fetch_inputs(
                 // The loop stopped (or the task panicked, which a restart cannot fix).
                 Some(Ok(Ok(None))) | Some(Err(_)) | None => return Ok(()),
             },
-            () = retry, if !unassigned.is_empty() => delay = (delay * 2).min(config.max_backoff),
+            () = retry, if !unassigned.is_empty() => backoff.grow(),
             () = tx.closed() => return Ok(()),
         }
     }
@@ -506,7 +506,7 @@ async fn fetch_from_leader(
     let mut broker = client.broker_client(leader);
     let names: Vec<String> = inputs.iter().map(|i| topic_name(&config.topic_prefix, i.topic)).collect();
     let long_poll = Duration::from_millis(config.fetch_wait_ms.max(0) as u64);
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), config.max_backoff);
     let mut failing = false;
     // The broker fills a response in the order partitions are asked for: start each request
     // one partition further, so a busy partition cannot starve the ones after it.
@@ -593,7 +593,7 @@ async fn fetch_from_leader(
             Ok(()) if moved => {
                 info!(leader, "a partition's leader moved; looking leaders up again");
                 // Metadata may lag the move: do not spin on it.
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(backoff.wait()).await;
                 return Ok(Some(inputs));
             }
             Ok(()) => {
@@ -601,7 +601,7 @@ async fn fetch_from_leader(
                     info!(leader, "fetching again after broker outage");
                     failing = false;
                 }
-                delay = Duration::from_millis(100);
+                backoff.reset();
             }
             Err(error) => {
                 if !failing {
@@ -610,8 +610,7 @@ async fn fetch_from_leader(
                 } else {
                     debug!(leader, %error, "fetch still failing");
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(config.max_backoff);
+                tokio::time::sleep(backoff.next_wait()).await;
                 // The connection may be half-open (a timeout does not drop it): start afresh.
                 broker = client.broker_client(leader);
                 if moved || leadership_moved(&client, &names, &inputs, leader).await {
