@@ -23,29 +23,23 @@
 //! rows are read on demand ([`Store::attach_tables`]), so neither memory nor the store grows
 //! with anything but the state itself.
 
+mod keys;
+mod outbox;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::{Deserialize, Serialize};
 use shared_events::{EventId, Topic};
 
 use crate::state::{PersistentTable, RowChange, RowError, RowSource};
 
-const FORMAT: &[u8] = b"3";
-/// One outbox key and one applied key per commit, however big (`outbox/<seq>`).
-const FORMAT_2: &[u8] = b"2";
-/// One outbox key per entry and one `applied/<event id>` key per applied event.
-const FORMAT_1: &[u8] = b"1";
-const META_FORMAT: &[u8] = b"meta/format";
-const META_SEEDED: &[u8] = b"meta/seeded";
-const STATE: &str = "state/";
-const OFFSET: &str = "offset/";
-const OUTBOX: &[u8] = b"outbox/";
-const APPLIED: &[u8] = b"applied/";
-/// Largest outbox or applied-ids value (one record bigger than this goes alone).
-pub const CHUNK_BYTES: usize = 7 * 1024;
-const APPLIED_PER_CHUNK: usize = CHUNK_BYTES / 16;
+use keys::{
+    chunk_key, json_chunks, seq_key, seq_of, upgrade_from_1, APPLIED, APPLIED_PER_CHUNK, FORMAT, FORMAT_1, FORMAT_2, META_FORMAT,
+    META_SEEDED, OFFSET, OUTBOX, STATE,
+};
+pub use keys::CHUNK_BYTES;
+pub use outbox::{OutboxBatch, OutboxCleaner, OutboxEntry, OutboxKey};
 
 /// Store failures. All are fatal: the in-memory state may no longer match the disk, so the
 /// service stops and a restart reloads from the last durable batch.
@@ -64,17 +58,6 @@ pub enum StoreError {
     Row(#[from] RowError),
     #[error("the task flushing the store stopped unexpectedly")]
     FlushStopped,
-}
-
-/// A record waiting to be published. Written in the same batch as the effects that produced it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    /// The saga topic (without any deployment prefix).
-    pub topic: String,
-    pub partition: i32,
-    pub key: String,
-    pub value: String,
-    pub headers: BTreeMap<String, String>,
 }
 
 /// Everything one processed batch changes, written atomically.
@@ -107,17 +90,6 @@ impl Commit {
             && self.applied.is_empty()
             && !self.seeded
     }
-}
-
-/// Key of some of one commit's outbox entries; pass back to [`OutboxCleaner::remove_outbox`]
-/// once they are published.
-pub type OutboxKey = sled::IVec;
-
-/// The records one commit emits, under the keys that delete them once published.
-#[derive(Debug, Clone)]
-pub struct OutboxBatch {
-    pub keys: Vec<OutboxKey>,
-    pub entries: Vec<OutboxEntry>,
 }
 
 /// The service's durable store.
@@ -443,96 +415,6 @@ impl Flusher {
             Ok(())
         }
     }
-}
-
-/// Deletes published entries from the outbox; the only store access the publisher needs.
-///
-/// The deletions ride on the service's next commit (or [`Store::delete_published`]) rather
-/// than a batch of their own: every sled batch writes the log out (sled 0.34 rolls its log
-/// buffer for each), so one batch per publish doubled the log writes of a paced service.
-/// Deleting late is safe: a crash before it only means publishing those entries again, which
-/// consumers drop as duplicates.
-#[derive(Clone)]
-pub struct OutboxCleaner {
-    published: Arc<Mutex<Vec<OutboxKey>>>,
-}
-
-impl OutboxCleaner {
-    /// Forgets published outbox entries, with the store's next commit.
-    pub fn remove_outbox(&self, keys: impl IntoIterator<Item = OutboxKey>) {
-        self.published.lock().unwrap_or_else(PoisonError::into_inner).extend(keys);
-    }
-}
-
-/// Rewrites a format-1 store in place, in one batch: each unpublished entry becomes a
-/// one-entry commit (same key, same order) and all applied ids one commit after them.
-/// State rows, offsets and seed marker are the same in both formats.
-fn upgrade_from_1(db: &sled::Db) -> Result<(), StoreError> {
-    let corrupt = |key: &[u8], reason: String| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason };
-    let mut batch = sled::Batch::default();
-    let mut next_seq = 0;
-    for row in db.scan_prefix(OUTBOX) {
-        let (key, value) = row?;
-        let entry: OutboxEntry = serde_json::from_slice(&value).map_err(|e| corrupt(&key, e.to_string()))?;
-        let one = serde_json::to_vec(&[entry]).map_err(|e| corrupt(&key, e.to_string()))?;
-        next_seq = seq_of(OUTBOX, &key).map_or(next_seq, |s| s + 1);
-        batch.insert(key, one);
-    }
-    let mut ids = Vec::new();
-    for row in db.scan_prefix(APPLIED) {
-        let (key, _) = row?;
-        let id = key.get(APPLIED.len()..).filter(|id| id.len() == 16).ok_or_else(|| corrupt(&key, "not a format-1 applied id".into()))?;
-        ids.extend_from_slice(id);
-        batch.remove(key);
-    }
-    for (chunk, ids) in ids.chunks(APPLIED_PER_CHUNK * 16).enumerate() {
-        batch.insert(chunk_key(APPLIED, next_seq, chunk)?, ids);
-    }
-    batch.insert(META_FORMAT, FORMAT);
-    db.apply_batch(batch)?;
-    db.flush()?;
-    Ok(())
-}
-
-fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
-    let mut key = prefix.to_vec();
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
-}
-
-fn chunk_key(prefix: &[u8], seq: u64, chunk: usize) -> Result<Vec<u8>, StoreError> {
-    let chunk = u16::try_from(chunk)
-        .map_err(|_| StoreError::Corrupt { key: "outbox".into(), reason: format!("{chunk} chunks in one commit") })?;
-    let mut key = seq_key(prefix, seq);
-    key.extend_from_slice(&chunk.to_be_bytes());
-    Ok(key)
-}
-
-/// The commit number of a `<prefix><seq>` (format 2) or `<prefix><seq><chunk>` key.
-fn seq_of(prefix: &[u8], key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(prefix.len()..prefix.len() + 8)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
-}
-
-/// `entries` as JSON arrays of at most [`CHUNK_BYTES`] each (or one entry, if bigger), in order.
-fn json_chunks<T: Serialize>(entries: &[T]) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut chunks = Vec::new();
-    let mut current = vec![b'['];
-    for entry in entries {
-        let json = serde_json::to_vec(entry)
-            .map_err(|e| StoreError::Corrupt { key: "outbox".into(), reason: e.to_string() })?;
-        if current.len() > 1 && current.len() + json.len() + 1 > CHUNK_BYTES {
-            current.push(b']');
-            chunks.push(std::mem::replace(&mut current, vec![b'[']));
-        }
-        if current.len() > 1 {
-            current.push(b',');
-        }
-        current.extend_from_slice(&json);
-    }
-    current.push(b']');
-    chunks.push(current);
-    Ok(chunks)
 }
 
 #[cfg(test)]
