@@ -185,6 +185,16 @@ pub fn usage(services: &mut [Service]) -> Vec<Usage> {
         .collect()
 }
 
+/// A service a run gave up on (an error before [`stop`]) must not outlive the bench.
+impl Drop for Service {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// SIGTERM, then wait for each.
 pub fn stop(services: Vec<Service>) {
     for s in &services {
@@ -193,4 +203,5 @@ pub fn stop(services: Vec<Service>) {
     for mut s in services {
         let _ = s.child.wait();
     }
+    // Each is reaped now: dropping it kills nothing.
 }
