@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: unit and property tests, then the system tests, which start a real Kafka broker
 # (scripts/kafka.sh, on free ports) and the real service binaries. Extra arguments go to
-# `cargo test`, e.g. `scripts/test.sh -p payment-service`.
+# `cargo test`, e.g. `scripts/test.sh -p payment-rules`.
 # Set KAFKA_BOOTSTRAP_SERVERS to run the system tests against a broker you started yourself.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

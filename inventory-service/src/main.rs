@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use inventory_service::Inventory;
+use inventory_rules::Inventory;
 
 /// Reserves and releases stock for the order saga.
 #[derive(Parser)]

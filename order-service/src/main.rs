@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use order_service::Orders;
+use order_rules::Orders;
 
 /// Tracks orders through the saga and ends each one, completed or cancelled.
 #[derive(Parser)]

@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use payment_service::Payment;
+use payment_rules::Payment;
 
 /// Charges and refunds customers' wallets for the order saga.
 #[derive(Parser)]

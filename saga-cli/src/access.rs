@@ -114,10 +114,10 @@ impl Role {
 /// Every role, services first.
 pub fn roles() -> Vec<Role> {
     vec![
-        Role::service::<order_service::Orders>(),
-        Role::service::<payment_service::Payment>(),
-        Role::service::<inventory_service::Inventory>(),
-        Role::service::<shipping_service::Shipping>(),
+        Role::service::<order_rules::Orders>(),
+        Role::service::<payment_rules::Payment>(),
+        Role::service::<inventory_rules::Inventory>(),
+        Role::service::<shipping_rules::Shipping>(),
         Role::storefront(),
         Role::monitor(),
     ]
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_service_reads_what_it_consumes_and_sees_everything() {
-        let payment = Role::service::<payment_service::Payment>();
+        let payment = Role::service::<payment_rules::Payment>();
         assert_eq!(ops(&payment, Topic::OrderCreated), vec![AclOperation::Read, AclOperation::Create, AclOperation::Describe]);
         assert_eq!(ops(&payment, Topic::PaymentCompleted), vec![AclOperation::Write, AclOperation::Create, AclOperation::Describe]);
         assert_eq!(ops(&payment, Topic::StockReserved), vec![AclOperation::Create, AclOperation::Describe]);

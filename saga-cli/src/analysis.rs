@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use order_service::{OrderRecord, OrderStatus, Orders};
+use order_rules::{OrderRecord, OrderStatus, Orders};
 use saga_runtime::Context;
 use shared_events::{Envelope, Event, EventId, Topic};
 

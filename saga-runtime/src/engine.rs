@@ -266,7 +266,7 @@ pub async fn run<S: Service>(
                     if caught_up >= inputs {
                         metrics.health.caught_up();
                     }
-                    process_batch(&mut service, &store, &metrics, batch, now_ms())?
+                    process_batch(&mut service, &store, &*metrics, batch, now_ms()).map_err(StoreError::from)?
                 }
                 None => break,
             },
@@ -284,7 +284,7 @@ pub async fn run<S: Service>(
                 if caught_up < inputs {
                     continue;
                 }
-                let commit = process_timers(&mut service, now_ms())?;
+                let commit = process_timers(&mut service, now_ms()).map_err(StoreError::from)?;
                 if commit.is_empty() {
                     continue;
                 }
@@ -446,7 +446,7 @@ async fn seed_if_new<S: Service>(
     info!(source = if seed.is_some() { "seed file" } else { "demo data" }, "first start: seeding the store");
     service.seed(seed.unwrap_or_default());
     let mut commit = Commit { seeded: true, ..Commit::default() };
-    commit.add_table_changes(service.tables())?;
+    commit.add_table_changes(service.tables()).map_err(StoreError::from)?;
     store.commit(commit)?;
     store.flush().await?;
     Ok(())

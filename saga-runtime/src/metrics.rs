@@ -275,6 +275,21 @@ impl Metrics {
     }
 }
 
+/// The step's counts, as the families above.
+impl saga_core::StepMetrics for Metrics {
+    fn dead_letter(&self, reason: &str) {
+        Metrics::dead_letter(self, reason);
+    }
+
+    fn duplicate(&self, topic: Topic) {
+        Metrics::duplicate(self, topic);
+    }
+
+    fn consumed(&self, topic: Topic, partition: i32, records: usize, next_offset: i64) {
+        Metrics::consumed(self, topic, partition, records, next_offset);
+    }
+}
+
 impl InputFigures {
     fn update_lag(&self) {
         let end = self.log_end.load(Ordering::Relaxed);

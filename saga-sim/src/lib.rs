@@ -1,5 +1,5 @@
 //! The whole saga in one process, driven by one seed: the four services' real rules and the
-//! runtime's real step (`saga_runtime::step`) against an in-memory Kafka ([`log`]) and
+//! runtime's real step (`saga_core::step`) against an in-memory Kafka ([`log`]) and
 //! in-memory stores with sled's contract ([`node`]), while a scheduler interleaves them,
 //! crashes and restarts them between any two steps (after a commit, before a flush, before a
 //! publish, mid-publish), duplicates records, reorders topics and moves a virtual clock. At the
@@ -17,13 +17,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use inventory_service::Inventory;
-use order_service::{OrderRecord, Orders};
-use payment_service::Payment;
+use inventory_rules::Inventory;
+use order_rules::{OrderRecord, Orders};
+use payment_rules::Payment;
 use shared_events::envelope::headers;
 use shared_events::partitioner::partition_for_key;
 use shared_events::{Address, Envelope, Event, LineItem, OrderCancellationRequested, OrderCreated, Topic};
-use shipping_service::Shipping;
+use shipping_rules::Shipping;
 
 use crate::log::Log;
 use crate::node::{Node, Process};
@@ -146,10 +146,10 @@ impl World {
         let wallets = WALLETS.iter().map(|(c, w)| (c.to_string(), *w)).collect();
         let stock = STOCK.iter().map(|(s, n)| (s.to_string(), *n)).collect();
         let nodes: Vec<Box<dyn Process>> = vec![
-            Box::new(Node::new(|| Orders::new(Some(DEADLINE)), order_service::Seed {}, partitions, window)?),
-            Box::new(Node::new(Payment::default, payment_service::Seed { wallets }, partitions, window)?),
-            Box::new(Node::new(Inventory::default, inventory_service::Seed { stock }, partitions, window)?),
-            Box::new(Node::new(Shipping::default, shipping_service::Seed::default(), partitions, window)?),
+            Box::new(Node::new(|| Orders::new(Some(DEADLINE)), order_rules::Seed {}, partitions, window)?),
+            Box::new(Node::new(Payment::default, payment_rules::Seed { wallets }, partitions, window)?),
+            Box::new(Node::new(Inventory::default, inventory_rules::Seed { stock }, partitions, window)?),
+            Box::new(Node::new(Shipping::default, shipping_rules::Seed::default(), partitions, window)?),
         ];
         Ok(World {
             rng,
@@ -346,7 +346,7 @@ impl World {
         }
         // An event id names one event: copies are equal.
         let mut by_id: BTreeMap<Vec<u8>, (Topic, Option<Vec<u8>>)> = BTreeMap::new();
-        for (topic, _, _, record) in self.log.all() {
+        for (topic, _, record) in self.log.all() {
             let Some(id) = record.headers.get(headers::EVENT_ID) else { continue };
             let seen = by_id.entry(id.clone()).or_insert_with(|| (topic, record.value.clone()));
             if *seen != (topic, record.value.clone()) {
@@ -356,9 +356,9 @@ impl World {
         // And what `saga audit` checks of the whole log, with no grace: everything has settled.
         // Nothing here is poison: every record decodes, and nothing is parked.
         let mut recorded: Vec<saga_cli::Recorded> = Vec::new();
-        for (topic, partition, offset, record) in self.log.all() {
-            let fetched = rskafka::record::RecordAndOffset { record: record.clone(), offset };
-            match shared_events::envelope::decode_record(saga_runtime::kafka::raw_record(topic, &fetched)) {
+        for (topic, partition, record) in self.log.all() {
+            let offset = record.offset;
+            match shared_events::envelope::decode_record(record.raw(topic)) {
                 Ok(envelope) => {
                     if let Event::DeadLetter(letter) = &envelope.event {
                         let id = letter.order_id.as_ref().map_or("-", |o| o.as_str());

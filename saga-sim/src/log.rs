@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rskafka::chrono::{TimeZone, Utc};
-use rskafka::record::{Record, RecordAndOffset};
-use saga_runtime::store::OutboxEntry;
+use saga_core::{OutboxEntry, Record};
 use shared_events::{Envelope, Topic};
 
 /// Every partition of every topic.
@@ -16,8 +14,9 @@ pub struct Log {
 }
 
 impl Log {
-    pub fn append(&mut self, topic: Topic, partition: i32, record: Record) -> i64 {
+    pub fn append(&mut self, topic: Topic, partition: i32, mut record: Record) -> i64 {
         let log = self.partitions.entry((topic, partition)).or_default();
+        record.offset = log.len() as i64;
         log.push(record);
         log.len() as i64 - 1
     }
@@ -26,10 +25,11 @@ impl Log {
     pub fn append_entry(&mut self, entry: &OutboxEntry, now_ms: i64) -> Option<i64> {
         let topic: Topic = entry.topic.parse().ok()?;
         let record = Record {
+            offset: -1,
             key: Some(entry.key.clone().into_bytes()),
             value: Some(entry.value.clone().into_bytes()),
             headers: entry.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
-            timestamp: timestamp(now_ms),
+            timestamp_ms: now_ms,
         };
         Some(self.append(topic, entry.partition, record))
     }
@@ -39,7 +39,7 @@ impl Log {
     pub fn append_event(&mut self, envelope: &Envelope, partition: i32, with_headers: bool, now_ms: i64) -> i64 {
         let encoded = envelope.encode();
         let headers = if with_headers { encoded.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect() } else { BTreeMap::new() };
-        let record = Record { key: Some(encoded.key.into_bytes()), value: Some(encoded.value), headers, timestamp: timestamp(now_ms) };
+        let record = Record { offset: -1, key: Some(encoded.key.into_bytes()), value: Some(encoded.value), headers, timestamp_ms: now_ms };
         self.append(envelope.meta.event_type, partition, record)
     }
 
@@ -48,14 +48,9 @@ impl Log {
     }
 
     /// At most `max` records from `offset` on.
-    pub fn fetch(&self, topic: Topic, partition: i32, offset: i64, max: usize) -> Vec<RecordAndOffset> {
+    pub fn fetch(&self, topic: Topic, partition: i32, offset: i64, max: usize) -> Vec<Record> {
         let Some(log) = self.partitions.get(&(topic, partition)) else { return Vec::new() };
-        log.iter()
-            .enumerate()
-            .skip(offset.max(0) as usize)
-            .take(max)
-            .map(|(i, record)| RecordAndOffset { record: record.clone(), offset: i as i64 })
-            .collect()
+        log.iter().skip(offset.max(0) as usize).take(max).cloned().collect()
     }
 
     /// A record already in the log, appended once more (a producer's retry after a lost ack).
@@ -65,12 +60,8 @@ impl Log {
         }
     }
 
-    /// Every record, by topic and partition, with its offset.
-    pub fn all(&self) -> impl Iterator<Item = (Topic, i32, i64, &Record)> {
-        self.partitions.iter().flat_map(|((t, p), log)| log.iter().enumerate().map(move |(o, r)| (*t, *p, o as i64, r)))
+    /// Every record, by topic and partition.
+    pub fn all(&self) -> impl Iterator<Item = (Topic, i32, &Record)> {
+        self.partitions.iter().flat_map(|((t, p), log)| log.iter().map(move |r| (*t, *p, r)))
     }
-}
-
-fn timestamp(now_ms: i64) -> rskafka::chrono::DateTime<Utc> {
-    Utc.timestamp_millis_opt(now_ms).single().unwrap_or_default()
 }

@@ -1,16 +1,14 @@
 //! One simulated service process: the real rules (`Service`) and the runtime's real step
-//! (`saga_runtime::step`), over a store kept in memory with sled's contract. A commit changes
+//! (`saga_core::step`), over a store kept in memory with sled's contract. A commit changes
 //! what the process sees at once; only a flush makes it durable; a crash keeps exactly what was
 //! flushed, and a restart replays the durable outbox first, as the runtime does.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use saga_runtime::metrics::Metrics;
-use saga_runtime::state::{RowSource, RowVisitor};
-use saga_runtime::step::{process_batch, process_timers, AppliedIds};
-use saga_runtime::store::{Commit, OutboxEntry};
-use saga_runtime::Service;
+use saga_core::state::{RowSource, RowVisitor};
+use saga_core::step::{process_batch, process_timers, AppliedIds};
+use saga_core::{Commit, Fetched, OutboxEntry, Service};
 use shared_events::{EventId, Topic};
 
 use crate::log::Log;
@@ -123,14 +121,12 @@ pub struct Node<S: Service> {
     /// Where each input ended at the last start: timers wait until all are read that far.
     start_ends: BTreeMap<(Topic, i32), i64>,
     partitions: i32,
-    metrics: Metrics,
 }
 
 impl<S: Service> Node<S> {
     /// A first start: `make` builds the service (with its settings), `seed` fills the store;
     /// the store remembers about `dedup_window` applied ids.
     pub fn new(make: impl Fn() -> S + 'static, seed: S::Seed, partitions: i32, dedup_window: usize) -> Result<Self, String> {
-        let metrics = Metrics::new(S::NAME, S::CONSUMES, S::EMITS, std::time::Duration::ZERO).map_err(|e| e.to_string())?;
         let live = make();
         let mut node = Node {
             make: Box::new(make),
@@ -144,7 +140,6 @@ impl<S: Service> Node<S> {
             replay_left: 0,
             start_ends: BTreeMap::new(),
             partitions,
-            metrics,
         };
         node.boot(&Log::default(), false);
         node.live.seed(seed);
@@ -230,12 +225,12 @@ impl<S: Service> Process for Node<S> {
             let records = log.fetch(topic, partition, from, 1 + rng.below(6) as usize);
             let next_offset = from + records.len() as i64;
             let keys: Vec<String> =
-                records.iter().map(|r| String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into_owned()).collect();
+                records.iter().map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned()).collect();
             trace.push(format!("{now_ms:>8} {} reads {topic}/{partition}@{from}..{next_offset} [{}]", S::NAME, keys.join(" ")));
             self.positions.insert((topic, partition), next_offset);
-            batch.push(saga_runtime::kafka::Fetched { topic, partition, records, unreadable: Vec::new(), next_offset, caught_up: false });
+            batch.push(Fetched { topic, partition, records, unreadable: Vec::new(), next_offset, caught_up: false });
         }
-        let commit = process_batch(&mut self.live, &self.applied, &self.metrics, batch, now_ms)
+        let commit = process_batch(&mut self.live, &self.applied, &(), batch, now_ms)
             .map_err(|e| format!("{}: the step failed: {e}", S::NAME))?;
         self.note_outputs(&commit, "decides", now_ms, trace);
         self.apply(commit);

@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shipping_service::Shipping;
+use shipping_rules::Shipping;
 
 /// Books shipments for the order saga.
 #[derive(Parser)]

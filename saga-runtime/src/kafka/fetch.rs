@@ -10,6 +10,7 @@ use rskafka::client::partition::{OffsetAt, PartitionFetch, UnknownTopicHandling,
 use rskafka::client::broker::FetchPartition;
 use rskafka::client::Client;
 use rskafka::record::RecordAndOffset;
+pub use saga_core::Fetched;
 use shared_events::Topic;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -30,21 +31,15 @@ pub fn raw_record(topic: Topic, record: &RecordAndOffset) -> shared_events::RawR
     }
 }
 
-/// Records fetched from one partition of one input topic.
-#[derive(Debug)]
-pub struct Fetched {
-    pub topic: Topic,
-    pub partition: i32,
-    pub records: Vec<RecordAndOffset>,
-    /// Batches the client could not read (a codec this build lacks, a corrupt batch), each to
-    /// be parked on DeadLetter as one range of offsets.
-    pub unreadable: Vec<UnreadableBatch>,
-    /// Where reading this partition goes on: past the records, and past what the fetch skipped
-    /// (transaction markers, aborted transactions, unreadable batches).
-    pub next_offset: i64,
-    /// The first time this fetcher has read up to the partition's end: from then on the
-    /// service has seen what was there when it started.
-    pub caught_up: bool,
+/// The client's record as the step reads it (its parts move; nothing is copied).
+fn plain_record(r: RecordAndOffset) -> saga_core::Record {
+    let RecordAndOffset { record, offset } = r;
+    saga_core::Record { offset, timestamp_ms: record.timestamp.timestamp_millis(), key: record.key, value: record.value, headers: record.headers }
+}
+
+fn plain_unreadable(u: UnreadableBatch) -> saga_core::UnreadableBatch {
+    let UnreadableBatch { first_offset, last_offset, reason, bytes } = u;
+    saga_core::UnreadableBatch { first_offset, last_offset, reason, bytes }
 }
 
 /// One input partition, and where reading it goes on.
@@ -293,8 +288,8 @@ fn take_fetched(input: &mut Input, fetch: PartitionFetch) -> Option<Fetched> {
     (advanced || caught_up).then(|| Fetched {
         topic: input.topic,
         partition: input.partition,
-        records,
-        unreadable,
+        records: records.into_iter().map(plain_record).collect(),
+        unreadable: unreadable.into_iter().map(plain_unreadable).collect(),
         next_offset: input.offset.unwrap_or_default(),
         caught_up,
     })

@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use shared_events::{EventId, Topic};
 
-use crate::state::{PersistentTable, RowChange, RowError, RowSource};
+use saga_core::step::AppliedIds;
+
+use crate::state::{PersistentTable, RowError, RowSource};
 
 use keys::{
     chunk_key, json_chunks, seq_key, seq_of, upgrade_from_1, APPLIED, APPLIED_PER_CHUNK, FORMAT, FORMAT_1, FORMAT_2, META_FORMAT,
@@ -40,6 +42,7 @@ use keys::{
 };
 pub use keys::CHUNK_BYTES;
 pub use outbox::{OutboxBatch, OutboxCleaner, OutboxEntry, OutboxKey};
+pub use saga_core::Commit;
 
 /// Store failures. All are fatal: the in-memory state may no longer match the disk, so the
 /// service stops and a restart reloads from the last durable batch.
@@ -58,38 +61,6 @@ pub enum StoreError {
     Row(#[from] RowError),
     #[error("the task flushing the store stopped unexpectedly")]
     FlushStopped,
-}
-
-/// Everything one processed batch changes, written atomically.
-#[derive(Debug, Default)]
-pub struct Commit {
-    pub rows: Vec<(&'static str, RowChange)>,
-    pub outbox: Vec<OutboxEntry>,
-    pub offsets: HashMap<(Topic, i32), i64>,
-    pub applied: Vec<EventId>,
-    pub seeded: bool,
-}
-
-impl Commit {
-    /// Collects the changed rows of every table; fails if a table could not read a row the
-    /// rules asked for (nothing decided without it may be committed).
-    pub fn add_table_changes(&mut self, tables: Vec<&mut dyn PersistentTable>) -> Result<(), StoreError> {
-        let mut changes = Vec::new();
-        for table in tables {
-            table.drain_changes(&mut changes)?;
-            let name = table.name();
-            self.rows.extend(changes.drain(..).map(|c| (name, c)));
-        }
-        Ok(())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-            && self.outbox.is_empty()
-            && self.offsets.is_empty()
-            && self.applied.is_empty()
-            && !self.seeded
-    }
 }
 
 /// The service's durable store.
@@ -372,6 +343,12 @@ impl Store {
     /// A handle that deletes published outbox entries, for the publishing task.
     pub fn outbox_cleaner(&self) -> OutboxCleaner {
         OutboxCleaner { published: Arc::clone(&self.published) }
+    }
+}
+
+impl AppliedIds for Store {
+    fn is_applied(&self, applied: EventId) -> bool {
+        Store::is_applied(self, applied)
     }
 }
 

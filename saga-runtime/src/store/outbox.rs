@@ -1,22 +1,11 @@
 //! What waits to be published: the entries a commit emits, the keys that delete them, and
 //! the handle the publishing task deletes them with.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::{Deserialize, Serialize};
+pub use saga_core::OutboxEntry;
 
 
-/// A record waiting to be published. Written in the same batch as the effects that produced it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    /// The saga topic (without any deployment prefix).
-    pub topic: String,
-    pub partition: i32,
-    pub key: String,
-    pub value: String,
-    pub headers: BTreeMap<String, String>,
-}
 
 /// Key of some of one commit's outbox entries; pass back to [`OutboxCleaner::remove_outbox`]
 /// once they are published.

@@ -588,10 +588,10 @@ impl Deployment {
 pub fn consumers_of(topic: Topic) -> Vec<&'static str> {
     use saga_runtime::Service;
     [
-        (order_service::Orders::NAME, order_service::Orders::CONSUMES),
-        (payment_service::Payment::NAME, payment_service::Payment::CONSUMES),
-        (inventory_service::Inventory::NAME, inventory_service::Inventory::CONSUMES),
-        (shipping_service::Shipping::NAME, shipping_service::Shipping::CONSUMES),
+        (order_rules::Orders::NAME, order_rules::Orders::CONSUMES),
+        (payment_rules::Payment::NAME, payment_rules::Payment::CONSUMES),
+        (inventory_rules::Inventory::NAME, inventory_rules::Inventory::CONSUMES),
+        (shipping_rules::Shipping::NAME, shipping_rules::Shipping::CONSUMES),
     ]
     .into_iter()
     .filter(|(_, consumes)| consumes.contains(&topic))

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use saga_runtime::{Context, PersistentTable, Service, Table};
+use saga_core::{Context, PersistentTable, Service, Table};
 use serde::{Deserialize, Serialize};
 use shared_events::{
     describe_lines, Envelope, Event, OrderCancelled, PaymentCompleted, StockFailed, StockFailureReason, StockLine,

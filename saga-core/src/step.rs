@@ -12,9 +12,9 @@ use shared_events::text::{self, Escaped};
 use shared_events::{DeadLetter, Envelope, Event, EventId, Metadata, Topic, SCHEMA_VERSION};
 use tracing::{info, warn};
 
-use crate::kafka::{self, Fetched};
-use crate::metrics::Metrics;
-use crate::store::{Commit, OutboxEntry, Store, StoreError};
+use crate::commit::{Commit, OutboxEntry};
+use crate::fetched::{Fetched, Record, UnreadableBatch};
+use crate::state::RowError;
 use crate::Service;
 
 /// What the step asks of a store: whether an event was applied already (its id, on the topic
@@ -23,14 +23,21 @@ pub trait AppliedIds {
     fn is_applied(&self, applied: EventId) -> bool;
 }
 
-impl AppliedIds for Store {
-    fn is_applied(&self, applied: EventId) -> bool {
-        Store::is_applied(self, applied)
-    }
+/// What the step counts as it goes, for whoever reports it (the runtime's `/metrics`). Every
+/// method does nothing by default; `()` counts nothing.
+pub trait StepMetrics {
+    /// A record or batch parked on DeadLetter, by its error code.
+    fn dead_letter(&self, _reason: &str) {}
+    /// An input dropped because its event was applied already.
+    fn duplicate(&self, _topic: Topic) {}
+    /// `records` records read from a partition, which is now read up to `next_offset`.
+    fn consumed(&self, _topic: Topic, _partition: i32, _records: usize, _next_offset: i64) {}
 }
 
+impl StepMetrics for () {}
+
 /// Lets the service emit what is due (deadlines); returns everything that changed.
-pub fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Result<Commit, StoreError> {
+pub fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Result<Commit, RowError> {
     let mut commit = Commit::default();
     let due = service.on_timer(now_ms);
     if !due.is_empty() {
@@ -49,10 +56,10 @@ pub fn process_timers<S: Service>(service: &mut S, now_ms: i64) -> Result<Commit
 pub fn process_batch<S: Service>(
     service: &mut S,
     store: &impl AppliedIds,
-    metrics: &Metrics,
+    metrics: &impl StepMetrics,
     batch: Vec<Fetched>,
     now_ms: i64,
-) -> Result<Commit, StoreError> {
+) -> Result<Commit, RowError> {
     let mut commit = Commit::default();
     let mut seen = HashSet::new();
     for fetched in batch {
@@ -70,9 +77,9 @@ pub fn process_batch<S: Service>(
             commit.outbox.push(outbox_entry(&letter, fetched.partition));
         }
         for rec in &fetched.records {
-            match decode_record(kafka::raw_record(fetched.topic, rec)) {
+            match decode_record(rec.raw(fetched.topic)) {
                 Err(error) => {
-                    let key = rec.record.key.as_deref().map(String::from_utf8_lossy);
+                    let key = rec.key.as_deref().map(String::from_utf8_lossy);
                     let key = key.as_deref().map(|k| text::truncated(k, LOGGED_KEY_MAX).0);
                     warn!(
                         topic = %fetched.topic, partition = fetched.partition, offset = rec.offset, key,
@@ -176,9 +183,9 @@ fn bounded_headers<'a>(
 /// What a dead letter parks: one record that did not decode, one a rule rejected, or a batch
 /// that could not be read.
 enum Parked<'a> {
-    Record(&'a rskafka::record::RecordAndOffset, &'a shared_events::DecodeError),
-    Rejected(&'a rskafka::record::RecordAndOffset, &'a DeadLetter),
-    Batch(&'a rskafka::client::partition::UnreadableBatch),
+    Record(&'a Record, &'a shared_events::DecodeError),
+    Rejected(&'a Record, &'a DeadLetter),
+    Batch(&'a UnreadableBatch),
 }
 
 /// The dead letter for an event Kafka refused for good: what it was and why, with the
@@ -248,9 +255,9 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
             None,
             error.code(),
             error.to_string(),
-            rec.record.key.as_deref(),
-            Some(&rec.record.headers),
-            rec.record.value.as_deref().unwrap_or_default(),
+            rec.key.as_deref(),
+            Some(&rec.headers),
+            rec.value.as_deref().unwrap_or_default(),
             true,
         ),
         Parked::Rejected(rec, rejected) => (
@@ -258,9 +265,9 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
             None,
             rejected.error_code.as_str(),
             rejected.error.clone(),
-            rec.record.key.as_deref(),
-            Some(&rec.record.headers),
-            rec.record.value.as_deref().unwrap_or_default(),
+            rec.key.as_deref(),
+            Some(&rec.headers),
+            rec.value.as_deref().unwrap_or_default(),
             true,
         ),
         Parked::Batch(bad) => (
@@ -338,8 +345,6 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use rskafka::client::partition::UnreadableBatch;
-    use rskafka::record::{Record, RecordAndOffset};
 
     /// A service that asks to cancel every order it sees, and counts them: enough to see the
     /// step's decisions without sled or Kafka.
@@ -373,15 +378,15 @@ mod tests {
         }
     }
 
-    fn record_of(envelope: &Envelope, offset: i64) -> RecordAndOffset {
+    fn record_of(envelope: &Envelope, offset: i64) -> Record {
         let encoded = envelope.encode();
-        let record = Record {
+        Record {
+            offset,
             key: Some(encoded.key.into_bytes()),
             value: Some(encoded.value),
             headers: encoded.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
-            timestamp: Default::default(),
-        };
-        RecordAndOffset { record, offset }
+            timestamp_ms: 0,
+        }
     }
 
     #[test]
@@ -393,12 +398,9 @@ mod tests {
             ship_to: shared_events::Address { country: "US".into(), ..Default::default() },
         };
         let created = Envelope::root(order.into(), 1_000);
-        let poison = RecordAndOffset {
-            record: Record { key: Some(b"o-2".to_vec()), value: Some(b"{not json".to_vec()), headers: Default::default(), timestamp: Default::default() },
-            offset: 2,
-        };
+        let poison = Record { offset: 2, key: Some(b"o-2".to_vec()), value: Some(b"{not json".to_vec()), ..Record::default() };
         let batch = |records| Fetched { records, next_offset: 3, ..fetched() };
-        let metrics = Metrics::new("canceller", Canceller::CONSUMES, Canceller::EMITS, std::time::Duration::ZERO).unwrap();
+        let metrics = ();
         let mut service = Canceller { seen: crate::Table::new("seen") };
         // The order, the same order again in the same batch, and a poison record.
         let records = vec![record_of(&created, 0), record_of(&created, 1), poison];
@@ -428,14 +430,12 @@ mod tests {
     #[test]
     fn a_dead_letter_stays_bounded_whatever_it_copies() {
         // A huge key, many headers, and a payload JSON escapes to six times its size.
-        let rec = RecordAndOffset {
-            record: Record {
-                key: Some(vec![b'k'; 600 * 1024]),
-                value: Some(vec![0x01; 300 * 1024]),
-                headers: (0..100).map(|i| (format!("h{i}"), vec![b'v'; 5000])).collect(),
-                timestamp: Default::default(),
-            },
+        let rec = Record {
             offset: 7,
+            key: Some(vec![b'k'; 600 * 1024]),
+            value: Some(vec![0x01; 300 * 1024]),
+            headers: (0..100).map(|i| (format!("h{i}"), vec![b'v'; 5000])).collect(),
+            timestamp_ms: 0,
         };
         let error = shared_events::DecodeError::MissingValue;
         let envelope = dead_letter("payment-service", &fetched(), Parked::Record(&rec, &error), 1);
@@ -459,10 +459,7 @@ mod tests {
 
     #[test]
     fn a_refused_dead_letter_keeps_its_origin_and_id_and_loses_its_copy() {
-        let rec = RecordAndOffset {
-            record: Record { key: Some(b"o-1".to_vec()), value: Some(vec![b'x'; 50_000]), headers: Default::default(), timestamp: Default::default() },
-            offset: 3,
-        };
+        let rec = Record { offset: 3, key: Some(b"o-1".to_vec()), value: Some(vec![b'x'; 50_000]), ..Record::default() };
         let error = shared_events::DecodeError::MissingValue;
         let original = dead_letter("payment-service", &fetched(), Parked::Record(&rec, &error), 1);
         let entry = outbox_entry(&original, 1);

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use saga_runtime::{Context, PersistentTable, Service, Table};
+use saga_core::{Context, PersistentTable, Service, Table};
 use serde::{Deserialize, Serialize};
 use shared_events::{
     Envelope, Event, OrderCancelled, OrderCreated, PaymentCompleted, PaymentFailed,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use saga_runtime::{Context, PersistentTable, Service, Table};
+use saga_core::{Context, PersistentTable, Service, Table};
 use serde::{Deserialize, Serialize};
 use shared_events::{
     Envelope, Event, OrderCancelled, ShipmentCancelled, ShipmentScheduled, ShippingFailed,

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use saga_runtime::prometheus::{self, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-use saga_runtime::{Context, PersistentTable, Service, Table, TimerEvent};
+use saga_core::prometheus::{self, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use saga_core::{Context, PersistentTable, Service, Table, TimerEvent};
 use serde::{Deserialize, Serialize};
 use shared_events::{
     CancelReason, DeadLetter, Envelope, Event, EventId, OrderCancellationRefused, OrderCancelled, OrderCompleted,
@@ -557,7 +557,7 @@ mod tests {
 
     /// One sample of the exposition, e.g. `saga_sagas_in_flight` or `saga_sagas_cancelled_total{reason="timeout"}`.
     fn sample(registry: &Registry, series: &str) -> f64 {
-        use saga_runtime::prometheus::Encoder;
+        use saga_core::prometheus::Encoder;
         let mut text = Vec::new();
         prometheus::TextEncoder::new().encode(&registry.gather(), &mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
