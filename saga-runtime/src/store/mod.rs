@@ -23,10 +23,11 @@
 //! rows are read on demand ([`Store::attach_tables`]), so neither memory nor the store grows
 //! with anything but the state itself.
 
+mod applied;
 mod keys;
 mod outbox;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,8 +37,9 @@ use saga_core::step::AppliedIds;
 
 use crate::state::{PersistentTable, RowError, RowSource};
 
+use applied::AppliedWindow;
 use keys::{
-    chunk_key, json_chunks, seq_key, seq_of, upgrade_from_1, APPLIED, APPLIED_PER_CHUNK, FORMAT, FORMAT_1, FORMAT_2, META_FORMAT,
+    chunk_key, json_chunks, seq_of, upgrade_from_1, APPLIED, FORMAT, FORMAT_1, FORMAT_2, META_FORMAT,
     META_SEEDED, OFFSET, OUTBOX, STATE,
 };
 pub use keys::CHUNK_BYTES;
@@ -68,13 +70,8 @@ pub struct Store {
     db: sled::Db,
     /// The next commit's sequence number.
     next_seq: u64,
-    /// Every applied event id on disk, for lookups without a read.
-    applied: HashSet<EventId>,
-    /// The commits whose ids `applied` holds, oldest first: (seq, number of ids).
-    applied_commits: VecDeque<(u64, usize)>,
-    applied_count: usize,
-    /// Most ids kept; older commits' ids are forgotten, on disk too.
-    dedup_window: usize,
+    /// The latest commits' applied ids, for lookups without a read.
+    applied: AppliedWindow,
     /// Published outbox keys, deleted with the next commit: see [`OutboxCleaner`].
     published: Arc<Mutex<Vec<OutboxKey>>>,
 }
@@ -114,23 +111,9 @@ impl Store {
                 })
             }
         }
-        let (mut applied_commits, mut applied_count) = (VecDeque::new(), 0);
-        for row in db.scan_prefix(APPLIED) {
-            let (key, ids) = row?;
-            if ids.len() % 16 != 0 {
-                return Err(StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: format!("{} bytes is not a whole number of event ids", ids.len()),
-                });
-            }
-            if let Some(seq) = seq_of(APPLIED, &key) {
-                match applied_commits.back_mut() {
-                    Some((last, count)) if *last == seq => *count += ids.len() / 16,
-                    _ => applied_commits.push_back((seq, ids.len() / 16)),
-                }
-                applied_count += ids.len() / 16;
-            }
-        }
+        let mut expired = sled::Batch::default();
+        let applied = AppliedWindow::load(&db, dedup_window, &mut expired)?;
+        db.apply_batch(expired)?;
         // Numbers only need to be new to the keys that exist: published outbox keys are
         // deleted, and a commit with no outbox or applied ids leaves no key, so a number may
         // be reused after a restart, never while a key carries it. Deletions queued by the
@@ -142,52 +125,7 @@ impl Store {
                 next_seq = next_seq.max(seq_of(prefix, &key).map_or(0, |s| s + 1));
             }
         }
-        let mut store = Store {
-            db,
-            next_seq,
-            applied: HashSet::new(),
-            applied_commits,
-            applied_count,
-            dedup_window,
-            published: Arc::default(),
-        };
-        let mut expired = sled::Batch::default();
-        store.expire_applied(&mut expired)?;
-        store.db.apply_batch(expired)?;
-        // One pass over the kept commits' keys (they sort together, from the oldest kept).
-        if let Some(&(first, _)) = store.applied_commits.front() {
-            for row in store.db.range(seq_key(APPLIED, first)..) {
-                let (key, ids) = row?;
-                if !key.starts_with(APPLIED) {
-                    break;
-                }
-                store.applied.extend(ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok().map(EventId)));
-            }
-        }
-        Ok(store)
-    }
-
-    /// Moves the oldest commits' ids out of the window: out of memory now, off disk with `batch`.
-    fn expire_applied(&mut self, batch: &mut sled::Batch) -> Result<(), StoreError> {
-        // The newest commit always stays, whatever its size.
-        while self.applied_count > self.dedup_window && self.applied_commits.len() > 1 {
-            let Some((seq, count)) = self.applied_commits.pop_front() else { break };
-            // Point reads of the keys the commit wrote (and the format-2 key), not a prefix
-            // scan: this runs on every commit once the window is full.
-            let chunks = count.div_ceil(APPLIED_PER_CHUNK);
-            let keys = std::iter::once(seq_key(APPLIED, seq))
-                .chain((0..chunks).map(|chunk| chunk_key(APPLIED, seq, chunk)).filter_map(Result::ok));
-            for key in keys {
-                if let Some(ids) = self.db.get(&key)? {
-                    for id in ids.chunks_exact(16).filter_map(|id| uuid::Uuid::from_slice(id).ok()) {
-                        self.applied.remove(&EventId(id));
-                    }
-                    batch.remove(key);
-                }
-            }
-            self.applied_count -= count;
-        }
-        Ok(())
+        Ok(Store { db, next_seq, applied, published: Arc::default() })
     }
 
     /// Whether seed data was already written.
@@ -239,7 +177,7 @@ impl Store {
 
     /// Whether the effects of this event are already in the store.
     pub fn is_applied(&self, id: EventId) -> bool {
-        self.applied.contains(&id)
+        self.applied.contains(id)
     }
 
     /// Everything still waiting to be published, oldest commit first.
@@ -282,15 +220,7 @@ impl Store {
         for ((topic, partition), next) in commit.offsets {
             batch.insert(format!("{OFFSET}{topic}/{partition}").as_bytes(), &next.to_be_bytes());
         }
-        if !commit.applied.is_empty() {
-            let ids: Vec<u8> = commit.applied.iter().flat_map(|id| *id.0.as_bytes()).collect();
-            for (chunk, ids) in ids.chunks(APPLIED_PER_CHUNK * 16).enumerate() {
-                batch.insert(chunk_key(APPLIED, seq, chunk)?, ids);
-            }
-            self.applied_commits.push_back((seq, commit.applied.len()));
-            self.applied_count += commit.applied.len();
-            self.expire_applied(&mut batch)?;
-        }
+        self.applied.add(&self.db, seq, &commit.applied, &mut batch)?;
         if commit.seeded {
             batch.insert(META_SEEDED, &[]);
         }
@@ -306,7 +236,7 @@ impl Store {
             Some(OutboxBatch { keys, entries: commit.outbox })
         };
         self.db.apply_batch(batch)?;
-        self.applied.extend(commit.applied);
+        self.applied.remember(commit.applied);
         Ok(written)
     }
 
@@ -398,6 +328,7 @@ impl Flusher {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use keys::seq_key;
     use crate::state::Table;
 
     fn entry(topic: &str) -> OutboxEntry {
