@@ -11,6 +11,7 @@
 
 pub mod log;
 pub mod node;
+pub mod planted;
 pub mod rng;
 
 use std::collections::BTreeMap;
@@ -32,8 +33,12 @@ use crate::rng::Rng;
 /// A bug planted on purpose, to show the oracles catch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlantedBug {
-    /// A restart forgets the outbox instead of publishing it first.
+    /// In the runtime's part: a restart forgets the outbox instead of publishing it first.
     OutboxLostOnRestart,
+    /// In the rules: payment refunds a cancellation it already refunded
+    /// ([`planted::RefundOnDuplicate`]). Only a duplicate the dedup window let through can
+    /// trigger it.
+    RefundOnDuplicate,
 }
 
 /// What a run does besides its seed.
@@ -96,19 +101,14 @@ const SKUS: [&str; 5] = ["widget", "widget", "widget", "gadget", "gizmo"];
 const COUNTRIES: [&str; 5] = ["US", "US", "US", "CA", "AQ"];
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// An order the storefront placed.
-#[derive(Debug, Clone)]
-struct Placed {
-    order: OrderCreated,
-}
-
 struct World {
     rng: Rng,
     now_ms: i64,
     log: Log,
     partitions: i32,
     nodes: Vec<Box<dyn Process>>,
-    placed: Vec<Placed>,
+    /// The orders the storefront placed.
+    placed: Vec<OrderCreated>,
     trace: Vec<String>,
     crashes: u32,
     planted: Option<PlantedBug>,
@@ -147,7 +147,11 @@ impl World {
         let stock = STOCK.iter().map(|(s, n)| (s.to_string(), *n)).collect();
         let nodes: Vec<Box<dyn Process>> = vec![
             Box::new(Node::new(|| Orders::new(Some(DEADLINE)), order_rules::Seed {}, partitions, window)?),
-            Box::new(Node::new(Payment::default, payment_rules::Seed { wallets }, partitions, window)?),
+            if config.planted == Some(PlantedBug::RefundOnDuplicate) {
+                Box::new(Node::new(|| planted::RefundOnDuplicate(Payment::default()), payment_rules::Seed { wallets }, partitions, window)?)
+            } else {
+                Box::new(Node::new(Payment::default, payment_rules::Seed { wallets }, partitions, window)?)
+            },
             Box::new(Node::new(Inventory::default, inventory_rules::Seed { stock }, partitions, window)?),
             Box::new(Node::new(Shipping::default, shipping_rules::Seed::default(), partitions, window)?),
         ];
@@ -181,7 +185,7 @@ impl World {
         let offset = self.log.append_event(&envelope, partition, with_headers, self.now_ms);
         self.trace.push(format!("{:>8} storefront places {id} ({} {}×{} for {}, to {}) at OrderCreated/{partition}@{offset}",
             self.now_ms, order.customer_id, sku, order.items[0].quantity, order.total_cents().unwrap_or(0), order.ship_to.country));
-        self.placed.push(Placed { order });
+        self.placed.push(order);
         self.last_placed_ms = self.now_ms;
     }
 
@@ -189,7 +193,7 @@ impl World {
         if self.placed.is_empty() {
             return;
         }
-        let id = self.rng.pick(&self.placed).order.order_id.clone();
+        let id = self.rng.pick(&self.placed).order_id.clone();
         let partition = partition_for_key(id.as_str().as_bytes(), self.partitions);
         let envelope = Envelope::root(Event::OrderCancellationRequested(OrderCancellationRequested { order_id: id.clone(), reason: None }), self.now_ms);
         self.log.append_event(&envelope, partition, self.rng.chance(500), self.now_ms);
@@ -286,7 +290,7 @@ impl World {
         let orders = rows::<OrderRecord>(self.node("order-service"), "orders", &mut ignored);
         self.placed
             .iter()
-            .map(|p| p.order.order_id.as_str())
+            .map(|o| o.order_id.as_str())
             .filter(|id| !orders.get(*id).is_some_and(OrderRecord::is_terminal))
             .map(str::to_owned)
             .collect()
@@ -303,8 +307,8 @@ impl World {
         let orders = rows::<OrderRecord>(self.node("order-service"), "orders", &mut violations);
         let mut spent: BTreeMap<&str, u64> = BTreeMap::new();
         let mut taken: BTreeMap<&str, u64> = BTreeMap::new();
-        for placed in &self.placed {
-            let id = placed.order.order_id.as_str();
+        for order in &self.placed {
+            let id = order.order_id.as_str();
             let Some(rec) = orders.get(id) else {
                 violations.push(format!("{id}: order-service never heard of it"));
                 continue;
@@ -313,8 +317,8 @@ impl World {
                 violations.push(format!("{id}: not terminal ({:?})", rec.status()));
             } else if rec.completed {
                 outcome.completed += 1;
-                *spent.entry(&placed.order.customer_id).or_default() += placed.order.total_cents().unwrap_or(0);
-                for line in &placed.order.items {
+                *spent.entry(&order.customer_id).or_default() += order.total_cents().unwrap_or(0);
+                for line in &order.items {
                     *taken.entry(&line.sku).or_default() += u64::from(line.quantity);
                 }
             } else {

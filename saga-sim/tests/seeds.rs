@@ -4,6 +4,9 @@
 
 use saga_sim::{run, Config, PlantedBug};
 
+/// Seeds a planted bug must be caught within.
+const CATCH_WITHIN: u64 = 200;
+
 fn seeds(default: u64) -> std::ops::Range<u64> {
     let number = |name: &str| std::env::var(name).ok().map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name}={v} is not a number")));
     match number("SAGA_SIM_SEED") {
@@ -43,8 +46,8 @@ fn every_seed_keeps_the_sagas_promises() {
 #[test]
 fn a_lost_outbox_is_caught_within_a_few_seeds() {
     let config = Config { planted: Some(PlantedBug::OutboxLostOnRestart), ..Config::default() };
-    let caught = (0..200).find_map(|seed| run(seed, &config).err());
-    let failure = caught.expect("200 seeds and the planted bug was never caught");
+    let caught = (0..CATCH_WITHIN).find_map(|seed| run(seed, &config).err());
+    let failure = caught.unwrap_or_else(|| panic!("{CATCH_WITHIN} seeds and the planted bug was never caught"));
     let text = failure.to_string();
     assert!(text.contains(&format!("SAGA_SIM_SEED={}", failure.seed)), "{text}");
     assert!(!failure.violations.is_empty() && !failure.trace.is_empty(), "{text}");
@@ -54,9 +57,19 @@ fn a_lost_outbox_is_caught_within_a_few_seeds() {
 }
 
 #[test]
+fn a_refund_paid_twice_is_caught_within_a_few_seeds() {
+    let config = Config { planted: Some(PlantedBug::RefundOnDuplicate), ..Config::default() };
+    let caught = (0..CATCH_WITHIN).find_map(|seed| run(seed, &config).err());
+    let failure = caught.unwrap_or_else(|| panic!("{CATCH_WITHIN} seeds and the planted bug was never caught"));
+    // Money is what it breaks: the wallet paid twice is more than the orders left it.
+    assert!(failure.violations.iter().any(|v| v.starts_with("wallets:")), "caught for another reason: {failure}");
+}
+
+#[test]
 #[ignore = "prints a planted failure, for reading"]
 fn show_a_planted_failure() {
     let config = Config { planted: Some(PlantedBug::OutboxLostOnRestart), ..Config::default() };
     let failure = (0..200).find_map(|seed| run(seed, &config).err()).unwrap();
     eprintln!("{failure}");
 }
+
