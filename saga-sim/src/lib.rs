@@ -23,7 +23,7 @@ use order_rules::{OrderRecord, Orders};
 use payment_rules::Payment;
 use shared_events::envelope::headers;
 use shared_events::partitioner::partition_for_key;
-use shared_events::{Address, Envelope, Event, LineItem, OrderCancellationRequested, OrderCreated, Topic};
+use shared_events::{Address, Envelope, Event, EventId, LineItem, OrderCancellationRequested, OrderCreated, Topic};
 use shipping_rules::Shipping;
 
 use crate::log::Log;
@@ -62,6 +62,8 @@ impl Default for Config {
 pub struct Outcome {
     pub crashes: u32,
     pub records: usize,
+    /// Dead letters the poison records called for (one per record and service reading it).
+    pub poison: usize,
     pub completed: usize,
     /// Cancelled orders by reason (`timeout`, `payment_failed`, …).
     pub cancelled: BTreeMap<&'static str, usize>,
@@ -100,6 +102,8 @@ const CUSTOMERS: [&str; 5] = ["alice", "alice", "alice", "bob", "carol"];
 const SKUS: [&str; 5] = ["widget", "widget", "widget", "gadget", "gizmo"];
 const COUNTRIES: [&str; 5] = ["US", "US", "US", "CA", "AQ"];
 const DEADLINE: Duration = Duration::from_secs(10);
+/// What a producer gets wrong: not JSON, the wrong shape, not text, no value at all.
+const POISON: [&[u8]; 4] = [b"{not json", br#"{"order_id": 7}"#, &[0xff, 0xfe, 0x00], b""];
 
 struct World {
     rng: Rng,
@@ -200,6 +204,30 @@ impl World {
         self.trace.push(format!("{:>8} the customer asks to cancel {id}", self.now_ms));
     }
 
+    /// A record no service can decode, on any saga topic, as a buggy producer or a person with
+    /// kcat writes it: each service that reads the topic must park it once and go on.
+    fn write_poison(&mut self) {
+        let topic = *self.rng.pick(&Topic::ALL);
+        if topic == Topic::DeadLetter {
+            return;
+        }
+        let partition = self.rng.below(self.partitions as u64) as i32;
+        let key = match self.placed.is_empty() {
+            true => "junk".to_owned(),
+            false => self.rng.pick(&self.placed).order_id.0.clone(),
+        };
+        let value: &[u8] = *self.rng.pick(&POISON);
+        let record = saga_core::Record {
+            offset: -1,
+            key: Some(key.clone().into_bytes()),
+            value: (!value.is_empty()).then(|| value.to_vec()),
+            headers: Default::default(),
+            timestamp_ms: self.now_ms,
+        };
+        let offset = self.log.append(topic, partition, record);
+        self.trace.push(format!("{:>8} a producer writes poison keyed {key} at {topic}/{partition}@{offset}", self.now_ms));
+    }
+
     /// A record appended again, as a producer retrying after a lost acknowledgement does.
     fn duplicate_a_record(&mut self) {
         let topic = *self.rng.pick(&Topic::ALL);
@@ -233,7 +261,8 @@ impl World {
                     next_order += 1;
                 }
                 // A few customers change their minds, racing their orders.
-                95..=96 if self.rng.chance(100) => self.request_cancellation(),
+                95 if self.rng.chance(200) => self.request_cancellation(),
+                96 if self.rng.chance(150) => self.write_poison(),
                 97..=98 => self.duplicate_a_record(),
                 99 => {
                     self.crashes += 1;
@@ -357,22 +386,44 @@ impl World {
                 violations.push(format!("event {} on {topic} differs from an earlier copy", String::from_utf8_lossy(id)));
             }
         }
-        // And what `saga audit` checks of the whole log, with no grace: everything has settled.
-        // Nothing here is poison: every record decodes, and nothing is parked.
+        // Poison: every record that does not decode is parked once by each service that reads
+        // its topic (one dead letter id per service and offset, however often it was read), and
+        // nothing else is parked.
         let mut recorded: Vec<saga_cli::Recorded> = Vec::new();
+        let mut poison: BTreeMap<EventId, String> = BTreeMap::new();
+        let mut parked: BTreeMap<EventId, String> = BTreeMap::new();
         for (topic, partition, record) in self.log.all() {
             let offset = record.offset;
             match shared_events::envelope::decode_record(record.raw(topic)) {
                 Ok(envelope) => {
                     if let Event::DeadLetter(letter) = &envelope.event {
                         let id = letter.order_id.as_ref().map_or("-", |o| o.as_str());
-                        violations.push(format!("{id}: parked on DeadLetter by {}: {} ({})", letter.service, letter.error, letter.error_code));
+                        let what = format!("{id}: parked on DeadLetter by {}: {} ({})", letter.service, letter.error, letter.error_code);
+                        parked.insert(envelope.meta.event_id, what);
                     }
                     recorded.push(saga_cli::Recorded { topic, partition, offset, envelope });
                 }
-                Err(e) => violations.push(format!("{topic}/{partition}@{offset} does not decode: {e}")),
+                Err(e) if topic == Topic::DeadLetter => violations.push(format!("{topic}/{partition}@{offset} does not decode: {e}")),
+                Err(_) => {
+                    for node in self.nodes.iter().filter(|n| n.consumes().contains(&topic)) {
+                        let letter = EventId::dead_letter(node.name(), topic.as_str(), partition, offset);
+                        poison.insert(letter, format!("poison at {topic}/{partition}@{offset}: never parked by {}", node.name()));
+                    }
+                }
             }
         }
+        for (id, what) in &parked {
+            if !poison.contains_key(id) {
+                violations.push(what.clone());
+            }
+        }
+        for (id, what) in &poison {
+            if !parked.contains_key(id) {
+                violations.push(what.clone());
+            }
+        }
+        outcome.poison = poison.len();
+        // And what `saga audit` checks of the whole log, with no grace: everything has settled.
         for v in saga_cli::analysis::audit(&recorded, self.now_ms, 0) {
             violations.push(format!("{}: audit: {}: {}", v.order_id.as_deref().unwrap_or("-"), v.rule, v.detail));
         }

@@ -84,6 +84,8 @@ struct Durable {
 /// What the world asks of a process, whatever service it runs.
 pub trait Process {
     fn name(&self) -> &'static str;
+    /// The topics it reads (`Service::CONSUMES`).
+    fn consumes(&self) -> &'static [Topic];
     /// Fetches a few records of one to three input partitions with something unread and steps
     /// them as one batch; `false` if nothing is unread (or the outbox is still being replayed).
     fn step(&mut self, log: &Log, rng: &mut Rng, now_ms: i64, trace: &mut Vec<String>) -> Result<bool, String>;
@@ -202,6 +204,10 @@ impl<S: Service> Node<S> {
 impl<S: Service> Process for Node<S> {
     fn name(&self) -> &'static str {
         S::NAME
+    }
+
+    fn consumes(&self) -> &'static [Topic] {
+        S::CONSUMES
     }
 
     fn step(&mut self, log: &Log, rng: &mut Rng, now_ms: i64, trace: &mut Vec<String>) -> Result<bool, String> {

@@ -18,13 +18,14 @@ fn seeds(default: u64) -> std::ops::Range<u64> {
 #[test]
 fn every_seed_keeps_the_sagas_promises() {
     let config = Config::default();
-    let (mut crashes, mut completed, mut runs) = (0, 0, 0);
+    let (mut crashes, mut completed, mut poison, mut runs) = (0, 0, 0, 0);
     let mut cancelled = std::collections::BTreeMap::new();
     for seed in seeds(2_000) {
         match run(seed, &config) {
             Ok(outcome) => {
                 crashes += outcome.crashes;
                 completed += outcome.completed;
+                poison += outcome.poison;
                 for (reason, n) in outcome.cancelled {
                     *cancelled.entry(reason).or_insert(0) += n;
                 }
@@ -33,13 +34,13 @@ fn every_seed_keeps_the_sagas_promises() {
             Err(failure) => panic!("{failure}"),
         }
     }
-    eprintln!("{runs} runs: {completed} orders completed, cancelled {cancelled:?}, {crashes} crashes");
+    eprintln!("{runs} runs: {completed} orders completed, cancelled {cancelled:?}, {crashes} crashes, {poison} dead letters for poison");
     // The runs must exercise what they claim to: every outcome, and crashes.
     if runs >= 100 {
         for reason in ["payment_failed", "stock_failed", "shipping_failed", "timeout", "customer_request"] {
             assert!(cancelled.get(reason).is_some_and(|n| *n > 0), "no order cancelled for {reason}: {cancelled:?}");
         }
-        assert!(completed > 0 && crashes > 0, "{completed} completed, {crashes} crashes");
+        assert!(completed > 0 && crashes > 0 && poison > 0, "{completed} completed, {crashes} crashes, {poison} dead letters for poison");
     }
 }
 
