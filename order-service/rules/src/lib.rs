@@ -100,6 +100,46 @@ impl OrderRecord {
         }
         waiting
     }
+
+    /// Whether `input` is news to this order: `Err` with the answer if it is not. A
+    /// cancellation request already granted gets none; an `OrderCreated` reusing the order id
+    /// with another payload is parked.
+    pub fn check(&self, order_id: &OrderId, input: &Envelope) -> Result<(), Option<Event>> {
+        match &input.event {
+            Event::OrderCancellationRequested(_) if self.cancelled_by_request == Some(input.meta.event_id) => {
+                debug!(order_id = %order_id, "cancellation request already granted");
+                Err(None)
+            }
+            Event::OrderCreated(_) => match self.placed_by {
+                Some(first) if first != input.meta.event_id => {
+                    warn!(order_id = %order_id, first = %first, "order id reused with another payload: parked on DeadLetter");
+                    let reason = format!("order {order_id} was placed before with another payload (event {first}); this one is not the order");
+                    Err(Some(Event::DeadLetter(DeadLetter::rejected(order_id, "order_id_conflict", reason))))
+                }
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a checked `input` ([`OrderRecord::check`]); returns what order-service emits
+    /// for it: the event that ends the saga, or a refused cancellation. The order service's
+    /// rules, for anything that follows an order from its events (the view, `saga trace`).
+    pub fn record(&mut self, order_id: &OrderId, input: &Envelope, ctx: &Context) -> Option<Event> {
+        let event = &input.event;
+        // An earlier release's row has `placed` without `placed_by`: which payload placed it
+        // is unknown, and stays so.
+        if matches!(event, Event::OrderCreated(_)) && !(self.placed && self.placed_by.is_none()) {
+            self.placed_by = Some(input.meta.event_id);
+        }
+        self.created_at_ms.get_or_insert(input.meta.saga_started_at_ms);
+        self.partition.get_or_insert(ctx.partition);
+        let emitted = step(self, order_id, event);
+        if matches!(event, Event::OrderCancellationRequested(_)) && matches!(emitted, Some(Event::OrderCancelled(_))) {
+            self.cancelled_by_request = Some(input.meta.event_id);
+        }
+        emitted
+    }
 }
 
 /// No demo data: orders arrive from Kafka.
@@ -195,33 +235,13 @@ impl Orders {
     /// Records what `input` says about its order; returns the event that ends the saga (or
     /// refuses a cancellation), if any.
     pub fn apply(&mut self, input: &Envelope, ctx: &Context) -> Option<Event> {
-        let event = &input.event;
-        let order_id = event.order_id()?.clone();
+        let order_id = input.event.order_id()?.clone();
         let mut rec = self.orders.get(order_id.as_str()).unwrap_or_default();
-        let request = matches!(event, Event::OrderCancellationRequested(_));
-        if request && rec.cancelled_by_request == Some(input.meta.event_id) {
-            debug!(order_id = %order_id, "cancellation request already granted");
-            return None;
+        if let Err(answer) = rec.check(&order_id, input) {
+            return answer;
         }
-        if let Event::OrderCreated(_) = event {
-            match rec.placed_by {
-                Some(first) if first != input.meta.event_id => {
-                    warn!(order_id = %order_id, first = %first, "order id reused with another payload: parked on DeadLetter");
-                    let reason = format!("order {order_id} was placed before with another payload (event {first}); this one is not the order");
-                    return Some(Event::DeadLetter(DeadLetter::rejected(&order_id, "order_id_conflict", reason)));
-                }
-                // An earlier release's row: which payload placed it is unknown.
-                None if rec.placed => {}
-                _ => rec.placed_by = Some(input.meta.event_id),
-            }
-        }
-        rec.created_at_ms.get_or_insert(input.meta.saga_started_at_ms);
-        rec.partition.get_or_insert(ctx.partition);
         let before = rec.cancelled.map(|_| rec.awaiting());
-        let emitted = step(&mut rec, &order_id, event);
-        if request && matches!(emitted, Some(Event::OrderCancelled(_))) {
-            rec.cancelled_by_request = Some(input.meta.event_id);
-        }
+        let emitted = rec.record(&order_id, input, ctx);
         self.save(order_id, rec, before);
         emitted
     }
