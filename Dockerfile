@@ -1,16 +1,18 @@
-# One image with the four service binaries; compose.yaml picks one per container.
+# One image with the four service binaries and the orders view; compose.yaml picks one per
+# container.
 # Build: docker build -t order-saga .
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
-      -p order-service -p payment-service -p inventory-service -p shipping-service -p saga-cli
+      -p order-service -p payment-service -p inventory-service -p shipping-service -p orders-view -p saga-cli
 
 FROM debian:bookworm-slim AS runtime
 RUN useradd --system --uid 10001 --no-create-home saga \
  && mkdir /data && chown saga /data
 COPY --from=build /src/target/release/order-service /src/target/release/payment-service \
      /src/target/release/inventory-service /src/target/release/shipping-service \
+     /src/target/release/orders-view \
      /src/target/release/saga /usr/local/bin/
 USER saga
 ENV DATA_DIR=/data

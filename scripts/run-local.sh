@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole saga on this machine: a local Kafka broker and the four services, their logs
-# interleaved in this terminal, each line prefixed with the service's name.
+# The whole saga on this machine: a local Kafka broker, the four services and the orders view,
+# their logs interleaved in this terminal, each line prefixed with the service's name.
 #
 #   scripts/run-local.sh            build (release), start broker + services; Ctrl-C stops all
 #   RESET=1 scripts/run-local.sh    start from nothing: delete the broker's and services' data
@@ -12,7 +12,8 @@
 #                                   storefront user places orders (README, "Only the right service…")
 #
 # Services keep their state in ./data/<service>; the broker in ./.kafka. Port: KAFKA_PORT (9092).
-# Each serves /metrics, /healthz and /readyz on 127.0.0.1:9601 (order) to 9604 (shipping).
+# Each serves /metrics, /healthz and /readyz on 127.0.0.1:9601 (order) to 9604 (shipping), and
+# 9605 (the view). The orders view answers on http://127.0.0.1:8080 (SAGA_HTTP_ADDR).
 # Secured, they keep it in ./data/secured/<service>, the broker in ./.kafka/secured (a broker of
 # its own: users and ACLs do not mix with the plain one's data; PLAINTEXT on 9192).
 set -euo pipefail
@@ -20,6 +21,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 port=${KAFKA_PORT:-9092}
 services=(order payment inventory shipping)
+binaries=(order-service payment-service inventory-service shipping-service orders-view)
 metrics_port=9601 # order; then payment, inventory, shipping (README, "Metrics and probes")
 secured=${SECURED:-0}
 data=data
@@ -32,11 +34,11 @@ fi
 
 if [ "${RESET:-0}" = 1 ]; then
   scripts/kafka.sh reset
-  for s in "${services[@]}"; do rm -rf "${data:?}/$s"; done # not data/secured: the other run's
+  for s in "${services[@]}" orders-view; do rm -rf "${data:?}/$s"; done # not data/secured: the other run's
 fi
 
 echo "run-local: building the services (release)…" >&2
-cargo build --release --quiet $(printf -- '-p %s-service ' "${services[@]}") -p saga-cli
+cargo build --release --quiet $(printf -- '-p %s ' "${binaries[@]}") -p saga-cli
 scripts/kafka.sh start
 
 export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port
@@ -60,22 +62,24 @@ stop() {
 }
 trap stop INT TERM
 
-for i in "${!services[@]}"; do
-  s=${services[$i]}
-  label=$(printf '%-9s|' "$s")
+for i in "${!binaries[@]}"; do
+  b=${binaries[$i]}
+  s=${b%-service}
+  label=$(printf '%-11s|' "$s")
   flags=(--data-dir "$data/$s" --metrics-addr "127.0.0.1:$((metrics_port + i))")
+  if [ "$b" = orders-view ]; then flags+=(--http-addr "${SAGA_HTTP_ADDR:-127.0.0.1:8080}"); fi
   if [ "$secured" = 1 ]; then
-    KAFKA_SASL_USERNAME=$s-service KAFKA_SASL_PASSWORD=$s-service-secret \
-      ./target/release/$s-service "${flags[@]}" > >(sed -u "s/^/$label /") 2>&1 &
+    KAFKA_SASL_USERNAME=$b KAFKA_SASL_PASSWORD=$b-secret \
+      ./target/release/$b "${flags[@]}" > >(sed -u "s/^/$label /") 2>&1 &
   else
-    ./target/release/$s-service "${flags[@]}" > >(sed -u "s/^/$label /") 2>&1 &
+    ./target/release/$b "${flags[@]}" > >(sed -u "s/^/$label /") 2>&1 &
   fi
   pids+=($!)
 done
 if [ "$secured" = 1 ]; then
   echo "run-local: SASL_SSL broker on $KAFKA_BOOTSTRAP_SERVERS (CA: $KAFKA_SSL_CA_LOCATION), services running as their own users; publish as storefront (see README), Ctrl-C to stop" >&2
 else
-  echo "run-local: broker on 127.0.0.1:$port, services running; publish an order (see README), Ctrl-C to stop" >&2
+  echo "run-local: broker on 127.0.0.1:$port, services running, the orders view on http://${SAGA_HTTP_ADDR:-127.0.0.1:8080}; publish an order (see README), Ctrl-C to stop" >&2
 fi
 
 # If a service dies on its own, say so and stop the rest.
@@ -83,7 +87,7 @@ while true; do
   for i in "${!pids[@]}"; do
     if ! kill -0 "${pids[$i]}" 2>/dev/null; then
       wait "${pids[$i]}" && code=0 || code=$?
-      echo "run-local: ${services[$i]}-service exited (code $code); stopping" >&2
+      echo "run-local: ${binaries[$i]} exited (code $code); stopping" >&2
       unset 'pids[i]'
       stop
     fi

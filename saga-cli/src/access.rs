@@ -27,8 +27,9 @@ pub struct Role {
     pub describes_groups: Vec<&'static str>,
 }
 
-/// The services' names, which are also their consumer groups' (see `--group-id`).
-const SERVICE_NAMES: [&str; 4] = ["order-service", "payment-service", "inventory-service", "shipping-service"];
+/// The services' names (and the view's), which are also their consumer groups' (see
+/// `--group-id`).
+const SERVICE_NAMES: [&str; 5] = ["order-service", "payment-service", "inventory-service", "shipping-service", "orders-view"];
 
 impl Role {
     /// A saga service: it reads what it consumes, writes what it emits and `DeadLetter` (the
@@ -118,6 +119,8 @@ pub fn roles() -> Vec<Role> {
         Role::service::<payment_rules::Payment>(),
         Role::service::<inventory_rules::Inventory>(),
         Role::service::<shipping_rules::Shipping>(),
+        // A saga service's grants, and no more: it reads every topic and writes only DeadLetter.
+        Role::service::<orders_view_rules::OrdersView>(),
         Role::storefront(),
         Role::monitor(),
     ]
@@ -156,9 +159,8 @@ mod tests {
             let writers: Vec<&str> = roles().iter().filter(|r| r.writes.contains(&topic)).map(|r| r.name).collect();
             let expected: Vec<String> = match topic.emitted_by() {
                 "customer" => vec!["storefront".to_owned()],
-                "any service" => {
-                    ["order-service", "payment-service", "inventory-service", "shipping-service"].map(String::from).to_vec()
-                }
+                // The view too: the runtime parks what it cannot read, whoever reads it.
+                "any service" => SERVICE_NAMES.map(String::from).to_vec(),
                 owner => vec![format!("{owner}-service")],
             };
             assert_eq!(writers, expected, "{topic}");
@@ -191,8 +193,8 @@ mod tests {
         let (topics, groups): (Vec<_>, Vec<_>) = bindings.iter().partition(|b| b.resource_type == ResourceType::Topic);
         assert_eq!(topics.len(), Topic::ALL.len());
         assert!(topics.iter().all(|b| b.operation == AclOperation::Read));
-        // It sees the services' groups' offsets (their lag), and commits none.
-        assert_eq!(groups.len(), 4);
+        // It sees the services' (and the view's) groups' offsets (their lag), and commits none.
+        assert_eq!(groups.len(), SERVICE_NAMES.len());
         assert!(groups.iter().all(|b| b.operation == AclOperation::Describe && b.pattern_type == PatternType::Prefixed));
     }
 }

@@ -169,7 +169,8 @@ impl Topics {
     }
 
     /// Publishes like the services do: headers, key = order id, the Java partitioner.
-    pub async fn publish(&self, envelope: &Envelope) -> Result<i32> {
+    /// Publishes `envelope` to its topic; returns the partition and the offset it got.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(i32, i64)> {
         let topic = envelope.meta.event_type;
         let count = *self.partitions.get(&topic).with_context(|| format!("topic {topic} does not exist"))?;
         let rec = envelope.encode();
@@ -181,10 +182,10 @@ impl Topics {
             headers: rec.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
             timestamp: rskafka::chrono::DateTime::from_timestamp_millis(envelope.meta.occurred_at_ms).unwrap_or_default(),
         };
-        bounded("produce", Duration::ZERO, pc.produce(vec![record], Compression::NoCompression))
+        let offsets = bounded("produce", Duration::ZERO, pc.produce(vec![record], Compression::NoCompression))
             .await
             .with_context(|| format!("cannot publish to {}{topic}", self.prefix))?;
-        Ok(partition)
+        Ok((partition, offsets.first().copied().unwrap_or(-1)))
     }
 }
 

@@ -93,6 +93,9 @@ enum Command {
         /// The order id [default: a new o-<random>].
         #[arg(long)]
         order_id: Option<String>,
+        /// The orders view to follow the order on (its URL is printed).
+        #[arg(long, env = "SAGA_VIEW_URL", default_value = "http://127.0.0.1:8080")]
+        view_url: String,
     },
     /// Ask to cancel an order (refused once it has shipped).
     Cancel {
@@ -253,7 +256,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Place { customer, items, price, country, order_id } => {
+        Command::Place { customer, items, price, country, order_id, view_url } => {
             let order_id = order_id.unwrap_or_else(|| format!("o-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
             let event = OrderCreated {
                 order_id: order_id.as_str().into(),
@@ -265,8 +268,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ship_to: Address { country, ..Address::default() },
             };
             let total = event.total_cents().context("the order total overflows")?;
-            let partition = topics.publish(&Envelope::root(Event::OrderCreated(event), now_ms())).await?;
-            eprintln!("placed {order_id} ({total} cents) on partition {partition}; follow it with: saga trace {order_id}");
+            let (partition, offset) = topics.publish(&Envelope::root(Event::OrderCreated(event), now_ms())).await?;
+            eprintln!("placed {order_id} ({total} cents) at OrderCreated/{partition}@{offset}; follow it with: saga trace {order_id}");
+            // The view has seen the order once its `read_to` for that partition is past the offset.
+            eprintln!(
+                "or on the orders view: {}/orders/{} (seen once read_to.OrderCreated.{partition} > {offset})",
+                view_url.trim_end_matches('/'),
+                path_segment(&order_id)
+            );
             say(&order_id);
         }
         Command::Cancel { order_id, reason } => {
@@ -405,4 +414,14 @@ fn learn_owner(owner: &mut HashMap<String, String>, e: &Recorded) {
     if let Some(id) = e.order_id() {
         owner.entry(id.to_owned()).or_insert_with(|| customer.clone());
     }
+}
+
+/// `text` as one URL path segment: everything but unreserved characters percent-encoded.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -3,6 +3,8 @@
 //! fetching and publishing). It runs on a thread of its own, so a probe is answered even while
 //! the loop's thread is busy (a store commit waiting for a sync, a start-up scan), and a
 //! scrape's encoding never runs on the loop's time.
+//!
+//! [`serve_router`] serves any router the same way: the orders view's API runs on it too.
 
 use std::sync::Arc;
 
@@ -18,8 +20,9 @@ use crate::metrics::{clock_ms, Metrics};
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot serve metrics on {addr}: {source}")]
+#[error("cannot serve {what} on {addr}: {source}")]
 pub struct EndpointError {
+    what: &'static str,
     addr: String,
     source: std::io::Error,
 }
@@ -27,6 +30,8 @@ pub struct EndpointError {
 /// The endpoint being served; it stops when this is dropped.
 pub struct Endpoint {
     stop: Option<oneshot::Sender<()>>,
+    /// The address it listens on (the port chosen, for port 0).
+    pub local_addr: std::net::SocketAddr,
 }
 
 impl Drop for Endpoint {
@@ -41,19 +46,27 @@ impl Drop for Endpoint {
 /// its own until the returned [`Endpoint`] is dropped. Binding here, before anything else, makes
 /// a port in use stop the service at start-up.
 pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<Endpoint, EndpointError> {
-    let err = |source| EndpointError { addr: addr.to_owned(), source };
-    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
-    let local = listener.local_addr().map_err(err)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(err)?;
-    let (stop, stopped) = oneshot::channel::<()>();
     let app = Router::new()
         .route("/metrics", get(exposition))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(metrics);
+    let endpoint = serve_router("metrics", addr, app)?;
+    info!(addr = %endpoint.local_addr, "serving /metrics, /healthz and /readyz");
+    Ok(endpoint)
+}
+
+/// Binds `addr` and serves `app` on a thread of its own (named `what`) until the returned
+/// [`Endpoint`] is dropped; `what` also names it in errors ("cannot serve metrics on …").
+pub fn serve_router(what: &'static str, addr: &str, app: Router) -> Result<Endpoint, EndpointError> {
+    let err = |source| EndpointError { what, addr: addr.to_owned(), source };
+    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    let local_addr = listener.local_addr().map_err(err)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(err)?;
+    let (stop, stopped) = oneshot::channel::<()>();
     std::thread::Builder::new()
-        .name("metrics".into())
+        .name(what.into())
         .spawn(move || {
             runtime.block_on(async move {
                 let served = match tokio::net::TcpListener::from_std(listener) {
@@ -61,14 +74,13 @@ pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<Endpoint, EndpointErro
                     Err(e) => Err(e),
                 };
                 match served {
-                    Ok(()) => debug!("the metrics endpoint stopped"),
-                    Err(error) => error!(%error, "the metrics endpoint stopped"),
+                    Ok(()) => debug!(endpoint = what, "the endpoint stopped"),
+                    Err(error) => error!(endpoint = what, %error, "the endpoint stopped"),
                 }
             })
         })
         .map_err(err)?;
-    info!(addr = %local, "serving /metrics, /healthz and /readyz");
-    Ok(Endpoint { stop: Some(stop) })
+    Ok(Endpoint { stop: Some(stop), local_addr })
 }
 
 async fn exposition(State(metrics): State<Arc<Metrics>>) -> Response {

@@ -15,7 +15,7 @@ use crate::config::{Backoff, RuntimeArgs, RuntimeConfig};
 use crate::kafka::{self, Fetched, KafkaEdgeError, Publisher};
 use crate::metrics::{clock_ms, Metrics};
 use crate::step::{outbox_entry, process_batch, process_timers, refused_letter};
-use crate::store::{Commit, OutboxBatch, OutboxCleaner, OutboxEntry, Store, StoreError};
+use crate::store::{Commit, OutboxBatch, OutboxCleaner, OutboxEntry, Store, StoreError, StoreReader};
 use crate::Service;
 
 /// Why a service stopped on its own. Broker outages are not here: the loop rides them out.
@@ -36,13 +36,27 @@ pub enum RuntimeError {
     NothingOwned { ownership: crate::config::Ownership, partitions: i32 },
     #[error(transparent)]
     Endpoint(#[from] crate::endpoint::EndpointError),
+    /// What the binary runs beside the loop could not start.
+    #[error("{0}")]
+    Alongside(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
 
+/// What a binary runs beside the loop from its committed state (the orders view's HTTP API).
+/// It starts once the store is open and seeded, before Kafka is reached, so a port in use
+/// stops the binary at start-up; what it returns is dropped, to stop it, when the loop returns.
+/// An `Err` is one line that stops the binary.
+pub type Alongside = Box<dyn FnOnce(StoreReader) -> Result<Box<dyn std::any::Any>, String>>;
+
 /// Runs a service binary: logging, config check, the loop until Ctrl-C/SIGTERM.
 /// A bad setting or a fatal error prints one line and exits non-zero.
 pub fn main<S: Service>(service: S, args: RuntimeArgs) -> ExitCode {
+    main_with(service, args, None)
+}
+
+/// [`main`], with something run beside the loop ([`Alongside`]).
+pub fn main_with<S: Service>(service: S, args: RuntimeArgs, alongside: Option<Alongside>) -> ExitCode {
     crate::init_logging(args.log_format);
     let config = match args.into_config(S::NAME) {
         Ok(c) => c,
@@ -64,7 +78,7 @@ pub fn main<S: Service>(service: S, args: RuntimeArgs) -> ExitCode {
         }
     };
     // Signal handlers go in before anything else, so a SIGTERM during start-up is graceful too.
-    match runtime.block_on(async { run(service, config, crate::shutdown_signal()).await }) {
+    match runtime.block_on(async { run_with(service, config, crate::shutdown_signal(), alongside).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "stopped");
@@ -76,10 +90,16 @@ pub fn main<S: Service>(service: S, args: RuntimeArgs) -> ExitCode {
 
 /// Runs `S` until `shutdown` completes. Stops between batches: the batch in hand is
 /// committed and published (or left in the outbox if the broker is down) before returning.
-pub async fn run<S: Service>(
+pub async fn run<S: Service>(service: S, config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+    run_with(service, config, shutdown, None).await
+}
+
+/// [`run`], with something run beside the loop ([`Alongside`]).
+pub async fn run_with<S: Service>(
     mut service: S,
     config: RuntimeConfig,
     shutdown: impl Future<Output = ()>,
+    alongside: Option<Alongside>,
 ) -> Result<(), RuntimeError> {
     tokio::pin!(shutdown);
     if config.unsafe_skip_fsync {
@@ -98,6 +118,10 @@ pub async fn run<S: Service>(
     if config.metrics_addr.is_some() {
         service.register_metrics(metrics.registry())?;
     }
+    let _alongside = match alongside {
+        Some(start) => Some(start(store.reader()).map_err(RuntimeError::Alongside)?),
+        None => None,
+    };
 
     let Some((client, partitions)) = connect(&config, S::CONSUMES, S::EMITS, &mut shutdown).await? else {
         return Ok(());

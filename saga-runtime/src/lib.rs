@@ -53,7 +53,7 @@ pub mod shutdown;
 pub mod store;
 
 pub use config::{LogFormat, RuntimeArgs, RuntimeConfig};
-pub use engine::{main, run, RuntimeError};
+pub use engine::{main, main_with, run, run_with, Alongside, RuntimeError};
 pub use logging::init_logging;
 pub use shutdown::shutdown_signal;
 // The rules' side of the contract, and the step, live in `saga-core` (no I/O); re-exported so

@@ -216,7 +216,7 @@ impl World {
             true => "junk".to_owned(),
             false => self.rng.pick(&self.placed).order_id.0.clone(),
         };
-        let value: &[u8] = *self.rng.pick(&POISON);
+        let value = *self.rng.pick(&POISON);
         let record = saga_core::Record {
             offset: -1,
             key: Some(key.clone().into_bytes()),

@@ -34,7 +34,7 @@ fn compose_file_is_valid_and_runs_the_whole_saga() {
     let check = compose(&["config", "-q"]);
     assert!(check.status.success(), "compose.yaml is invalid:\n{}", String::from_utf8_lossy(&check.stderr));
     let services = String::from_utf8(compose(&["config", "--services"]).stdout).unwrap();
-    for s in SERVICES.iter().chain(&["kafka", "topics", "prometheus"]) {
+    for s in SERVICES.iter().chain(&["orders-view", "kafka", "topics", "prometheus"]) {
         assert!(services.lines().any(|l| l == *s), "compose.yaml lacks {s}:\n{services}");
     }
 }
@@ -46,7 +46,7 @@ fn the_secured_override_runs_each_service_as_its_own_principal_after_saga_acl() 
     assert!(check.status.success(), "compose.secured.yaml is invalid:\n{}", String::from_utf8_lossy(&check.stderr));
     let merged = String::from_utf8(compose_files(&files, &["config"]).stdout).unwrap();
     let blocks = service_blocks(&merged);
-    for s in SERVICES {
+    for s in SERVICES.into_iter().chain(["orders-view"]) {
         let body = &blocks[s];
         assert!(body.contains(&format!("KAFKA_SASL_USERNAME: {s}")), "{s} runs as {s}:\n{body}");
         assert!(body.contains("KAFKA_SECURITY_PROTOCOL: SASL_SSL") && body.contains("KAFKA_SSL_CA_LOCATION: /tls/ca.pem"), "{s}:\n{body}");
@@ -117,7 +117,7 @@ fn prometheus_scrapes_every_service_where_it_serves_its_metrics() {
     let mounted = blocks["prometheus"].contains("/scripts/compose/prometheus.yml") && blocks["prometheus"].contains("/etc/prometheus/prometheus.yml");
     assert!(mounted, "the scrape config is mounted where the image reads it:\n{}", blocks["prometheus"]);
     let scrape = std::fs::read_to_string(repo_root().join("scripts/compose/prometheus.yml")).unwrap();
-    for s in SERVICES {
+    for s in SERVICES.into_iter().chain(["orders-view"]) {
         let body = &blocks[s];
         let port = body
             .lines()
@@ -144,7 +144,7 @@ fn dockerfile_is_multi_stage_and_runs_as_non_root() {
     assert!(text.matches("FROM ").count() >= 2, "multi-stage build expected");
     let user = text.lines().rev().find(|l| l.starts_with("USER ")).expect("a USER line");
     assert!(!user.contains("root") && !user.ends_with(" 0"), "runs as {user}");
-    for s in SERVICES.iter().chain(&["saga"]) {
+    for s in SERVICES.iter().chain(&["orders-view", "saga"]) {
         assert!(text.contains(&format!("target/release/{s}")), "image lacks {s}");
     }
 }

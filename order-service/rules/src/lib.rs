@@ -101,24 +101,22 @@ impl OrderRecord {
         waiting
     }
 
-    /// Whether `input` is news to this order: `Err` with the answer if it is not. A
-    /// cancellation request already granted gets none; an `OrderCreated` reusing the order id
-    /// with another payload is parked.
-    pub fn check(&self, order_id: &OrderId, input: &Envelope) -> Result<(), Option<Event>> {
+    /// Whether `input` is news to this order ([`Checked`]).
+    pub fn check(&self, order_id: &OrderId, input: &Envelope) -> Checked {
         match &input.event {
             Event::OrderCancellationRequested(_) if self.cancelled_by_request == Some(input.meta.event_id) => {
                 debug!(order_id = %order_id, "cancellation request already granted");
-                Err(None)
+                Checked::Known
             }
             Event::OrderCreated(_) => match self.placed_by {
                 Some(first) if first != input.meta.event_id => {
                     warn!(order_id = %order_id, first = %first, "order id reused with another payload: parked on DeadLetter");
                     let reason = format!("order {order_id} was placed before with another payload (event {first}); this one is not the order");
-                    Err(Some(Event::DeadLetter(DeadLetter::rejected(order_id, "order_id_conflict", reason))))
+                    Checked::Conflict(Box::new(DeadLetter::rejected(order_id, "order_id_conflict", reason)))
                 }
-                _ => Ok(()),
+                _ => Checked::New,
             },
-            _ => Ok(()),
+            _ => Checked::New,
         }
     }
 
@@ -140,6 +138,18 @@ impl OrderRecord {
         }
         emitted
     }
+}
+
+/// What order-service makes of an input before recording it ([`OrderRecord::check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// News to the order: record it ([`OrderRecord::record`]).
+    New,
+    /// Not news: a cancellation request already granted. Nothing to answer.
+    Known,
+    /// An `OrderCreated` reusing the order id with another payload: not the order, parked
+    /// with this dead letter.
+    Conflict(Box<DeadLetter>),
 }
 
 /// No demo data: orders arrive from Kafka.
@@ -237,8 +247,10 @@ impl Orders {
     pub fn apply(&mut self, input: &Envelope, ctx: &Context) -> Option<Event> {
         let order_id = input.event.order_id()?.clone();
         let mut rec = self.orders.get(order_id.as_str()).unwrap_or_default();
-        if let Err(answer) = rec.check(&order_id, input) {
-            return answer;
+        match rec.check(&order_id, input) {
+            Checked::New => {}
+            Checked::Known => return None,
+            Checked::Conflict(letter) => return Some(Event::DeadLetter(*letter)),
         }
         let before = rec.cancelled.map(|_| rec.awaiting());
         let emitted = rec.record(&order_id, input, ctx);

@@ -26,6 +26,7 @@
 mod applied;
 mod keys;
 mod outbox;
+mod reader;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ use keys::{
 };
 pub use keys::CHUNK_BYTES;
 pub use outbox::{OutboxBatch, OutboxCleaner, OutboxEntry, OutboxKey};
+pub use reader::StoreReader;
 pub use saga_core::Commit;
 
 /// Store failures. All are fatal: the in-memory state may no longer match the disk, so the
@@ -161,18 +163,12 @@ impl Store {
 
     /// The stored next offset of every (topic, partition) this service has consumed.
     pub fn offsets(&self) -> Result<HashMap<(Topic, i32), i64>, StoreError> {
-        let mut out = HashMap::new();
-        for row in self.db.scan_prefix(OFFSET.as_bytes()) {
-            let (key, value) = row?;
-            let text = String::from_utf8_lossy(&key).into_owned();
-            let corrupt = || StoreError::Corrupt { key: text.clone(), reason: "bad offset row".into() };
-            let (topic, partition) = text[OFFSET.len()..].rsplit_once('/').ok_or_else(corrupt)?;
-            let topic: Topic = topic.parse().map_err(|_| corrupt())?;
-            let partition: i32 = partition.parse().map_err(|_| corrupt())?;
-            let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| corrupt())?;
-            out.insert((topic, partition), i64::from_be_bytes(bytes));
-        }
-        Ok(out)
+        read_offsets(&self.db)
+    }
+
+    /// A read-only handle on the committed rows, for another thread.
+    pub fn reader(&self) -> StoreReader {
+        StoreReader { db: self.db.clone() }
     }
 
     /// Whether the effects of this event are already in the store.
@@ -280,6 +276,22 @@ impl AppliedIds for Store {
     fn is_applied(&self, applied: EventId) -> bool {
         Store::is_applied(self, applied)
     }
+}
+
+/// The stored next offset of every (topic, partition) in `db`.
+fn read_offsets(db: &sled::Db) -> Result<HashMap<(Topic, i32), i64>, StoreError> {
+    let mut out = HashMap::new();
+    for row in db.scan_prefix(OFFSET.as_bytes()) {
+        let (key, value) = row?;
+        let text = String::from_utf8_lossy(&key).into_owned();
+        let corrupt = || StoreError::Corrupt { key: text.clone(), reason: "bad offset row".into() };
+        let (topic, partition) = text[OFFSET.len()..].rsplit_once('/').ok_or_else(corrupt)?;
+        let topic: Topic = topic.parse().map_err(|_| corrupt())?;
+        let partition: i32 = partition.parse().map_err(|_| corrupt())?;
+        let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| corrupt())?;
+        out.insert((topic, partition), i64::from_be_bytes(bytes));
+    }
+    Ok(out)
 }
 
 /// One table's stored rows, read on demand.

@@ -199,8 +199,14 @@ impl ServiceProc {
     /// Where its latest start serves `/metrics` and the probes (`--metrics-addr`, e.g. on port
     /// 0), from its log: `http://127.0.0.1:PORT`.
     pub fn metrics_url(&self) -> Option<String> {
+        self.served_url("serving /metrics")
+    }
+
+    /// Where its latest start serves what the log line containing `needle` announces (its
+    /// `addr=HOST:PORT`): `http://HOST:PORT`.
+    pub fn served_url(&self, needle: &str) -> Option<String> {
         let log = self.log_text();
-        let line = log.lines().filter(|l| l.contains("serving /metrics")).nth(self.starts.checked_sub(1)? as usize)?;
+        let line = log.lines().filter(|l| l.contains(needle)).nth(self.starts.checked_sub(1)? as usize)?;
         let addr = line.split_once("addr=")?.1.split_whitespace().next()?;
         Some(format!("http://{addr}"))
     }
@@ -320,6 +326,24 @@ impl Deployment {
             services.insert(name.to_owned(), ServiceProc { name: name.to_owned(), binary: name, data_dir, log, args, child: None, starts: 0 });
         }
         Deployment { prefix, bootstrap, partitions, root, services, client: Arc::new(client), reader: Default::default() }
+    }
+
+    /// Adds the orders view (not started) as `name`, with its own store, serving its API on a
+    /// free port ([`Deployment::view_url`]).
+    pub fn add_view(&mut self, name: &str) {
+        let template = &self.services["order-service"];
+        let data_dir = self.root.path().join(name);
+        let mut args = template.args.clone();
+        let dir = args.iter().position(|a| a == "--data-dir").unwrap() + 1;
+        args[dir] = data_dir.display().to_string();
+        args.extend(["--http-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+        let log = self.root.path().join(format!("{name}.log"));
+        self.services.insert(name.to_owned(), ServiceProc { name: name.to_owned(), binary: "orders-view", data_dir, log, args, child: None, starts: 0 });
+    }
+
+    /// Where the view `name`'s latest start serves its API.
+    pub fn view_url(&self, name: &str) -> String {
+        self.services[name].served_url("serving the orders view").unwrap_or_else(|| panic!("{name} does not serve\n{}", tail(&self.services[name].log, 20)))
     }
 
     /// Replaces `binary`'s one instance by `n` instances sharing its partitions, each with its

@@ -1,0 +1,434 @@
+//! The orders view's projections: what became of each order, each customer's orders, and the
+//! business's numbers, kept from the saga's events alone. No I/O.
+//!
+//! Each order's state is order-service's own: every event goes through order-rules'
+//! [`OrderRecord::check`] and [`OrderRecord::record`], the functions order-service applies, so
+//! the view and the service cannot disagree on what a fact means. One thing only the view adds:
+//! the view reads every topic, in whatever order they arrive, so the rules' guess at an outcome
+//! (a shipment seen before the deadline's cancellation) gives way to the outcome order-service
+//! published, `OrderCompleted` or `OrderCancelled`; it publishes exactly one per order.
+//!
+//! The counts change only when an order's view changes (its first charge, its outcome, …) or a
+//! dead letter is new, so a duplicate the dedup window let through counts nothing twice.
+
+use std::collections::BTreeMap;
+
+use order_rules::{Checked, OrderRecord, OrderStatus};
+use saga_core::{Context, PersistentTable, Service, Table};
+use serde::{Deserialize, Serialize};
+use shared_events::{CancelReason, DeadLetter, Envelope, Event, EventId, LineItem, OrderId, Topic};
+use tracing::debug;
+
+/// One step of an order's saga, as the view saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// The event, by its topic (`PaymentCompleted`, …).
+    pub step: Topic,
+    /// When it happened (its `occurred_at_ms`).
+    pub at_ms: i64,
+    pub event_id: EventId,
+}
+
+/// What the view knows about one order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    /// The order as order-service's rules see it.
+    pub record: OrderRecord,
+    /// Whether order-service's outcome (`OrderCompleted` or `OrderCancelled`) has arrived.
+    pub decided: bool,
+    pub lines: Vec<LineItem>,
+    pub total_cents: Option<u64>,
+    pub country: Option<String>,
+    pub charged_cents: Option<u64>,
+    pub refunded_cents: Option<u64>,
+    /// Every step, once per event id, in time order.
+    pub timeline: Vec<Step>,
+}
+
+impl OrderView {
+    /// Where the order stands: a guess at the outcome is not shown until order-service
+    /// publishes it.
+    pub fn status(&self) -> OrderStatus {
+        match self.record.status() {
+            OrderStatus::Completed | OrderStatus::Cancelled if !self.decided => {
+                if self.record.reserved {
+                    OrderStatus::Reserved
+                } else if self.record.paid {
+                    OrderStatus::Paid
+                } else {
+                    OrderStatus::Pending
+                }
+            }
+            status => status,
+        }
+    }
+
+    /// Why it was cancelled, once order-service said so.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.record.cancelled.filter(|_| self.decided)
+    }
+
+    /// Compensations done: refund, stock release, shipment call-off.
+    pub fn compensations_done(&self) -> Vec<Topic> {
+        let r = &self.record;
+        [(r.refunded, Topic::PaymentRefunded), (r.released, Topic::StockReleased), (r.shipment_cancelled, Topic::ShipmentCancelled)]
+            .into_iter()
+            .filter_map(|(done, t)| done.then_some(t))
+            .collect()
+    }
+
+    /// Compensations a cancelled order still waits for.
+    pub fn compensations_awaited(&self) -> Vec<Topic> {
+        if self.decided {
+            self.record.awaiting()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Counts over a span of time (all time, or one hour).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub placed: u64,
+    pub completed: u64,
+    /// Cancelled orders by reason (`payment_failed`, `timeout`, …).
+    pub cancelled: BTreeMap<String, u64>,
+    pub charged_cents: u64,
+    pub refunded_cents: u64,
+    pub refunds: u64,
+    pub stock_releases: u64,
+    pub shipment_cancellations: u64,
+    /// Dead letters by error code.
+    pub dead_letters: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    /// Revenue: charged minus refunded.
+    pub fn revenue_cents(&self) -> i128 {
+        i128::from(self.charged_cents) - i128::from(self.refunded_cents)
+    }
+
+    pub fn cancelled_total(&self) -> u64 {
+        self.cancelled.values().sum()
+    }
+}
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The key of all-time counts in the `stats` table.
+pub const ALL_TIME: &str = "all";
+
+/// The key of one hour's counts in the `stats` table (the hour that holds `at_ms`).
+pub fn hour_key(at_ms: i64) -> String {
+    format!("hour/{:013}", at_ms.div_euclid(HOUR_MS) * HOUR_MS)
+}
+
+/// The prefix of one customer's rows in the `by_customer` table: length-prefixed, so no
+/// customer id can be a prefix of another's.
+pub fn customer_prefix(customer_id: &str) -> String {
+    format!("{:05}:{customer_id}:", customer_id.len())
+}
+
+/// One order's row in the `by_customer` table: under its customer, in order of creation.
+pub fn customer_key(customer_id: &str, created_at_ms: i64, order_id: &str) -> String {
+    format!("{}{:013}:{order_id}", customer_prefix(customer_id), created_at_ms.max(0))
+}
+
+/// No seed data: everything comes from the topics.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {}
+
+/// The view's state.
+#[derive(Debug)]
+pub struct OrdersView {
+    /// Order id → what the view knows.
+    pub orders: Table<OrderView>,
+    /// [`customer_key`] → nothing: each customer's orders, in order of creation.
+    pub by_customer: Table<()>,
+    /// [`ALL_TIME`] or [`hour_key`] → counts.
+    pub stats: Table<Counts>,
+    /// Dead letters counted, by event id.
+    pub dead_letters: Table<()>,
+}
+
+impl Default for OrdersView {
+    fn default() -> Self {
+        OrdersView {
+            orders: Table::new("orders"),
+            by_customer: Table::new("by_customer"),
+            stats: Table::new("stats"),
+            dead_letters: Table::new("dead_letters"),
+        }
+    }
+}
+
+impl OrdersView {
+    fn count(&mut self, at_ms: i64, change: impl Fn(&mut Counts)) {
+        for key in [ALL_TIME.to_owned(), hour_key(at_ms)] {
+            let mut counts = self.stats.get(&key).unwrap_or_default();
+            change(&mut counts);
+            self.stats.insert(key, counts);
+        }
+    }
+
+    fn on_dead_letter(&mut self, id: EventId, letter: &DeadLetter, at_ms: i64) {
+        let key = id.to_string();
+        if self.dead_letters.get(&key).is_some() {
+            return;
+        }
+        self.dead_letters.insert(key, ());
+        self.count(at_ms, |c| *c.dead_letters.entry(letter.error_code.clone()).or_default() += 1);
+    }
+
+    /// Applies one event to its order's view, and counts what changed.
+    pub fn apply(&mut self, input: &Envelope, ctx: &Context) {
+        let at_ms = input.meta.occurred_at_ms;
+        if let Event::DeadLetter(letter) = &input.event {
+            self.on_dead_letter(input.meta.event_id, letter, at_ms);
+            return;
+        }
+        let Some(order_id) = input.event.order_id().cloned() else { return };
+        let mut view = self.orders.get(order_id.as_str()).unwrap_or_default();
+        if view.timeline.iter().any(|s| s.event_id == input.meta.event_id) {
+            return;
+        }
+        let before = view.clone();
+        follow(&mut view, &order_id, input, ctx);
+        if view == before {
+            return;
+        }
+        debug!(order_id = %order_id, event = %input.meta.event_type, status = ?view.status(), "order view updated");
+        if !before.record.placed && view.record.placed {
+            self.count(at_ms, |c| c.placed += 1);
+            if let (Some(customer), Some(created)) = (&view.record.customer_id, view.record.created_at_ms) {
+                self.by_customer.insert(customer_key(customer, created, order_id.as_str()), ());
+            }
+        }
+        if let (None, Some(charged)) = (before.charged_cents, view.charged_cents) {
+            self.count(at_ms, |c| c.charged_cents += charged);
+        }
+        if let (None, Some(refunded)) = (before.refunded_cents, view.refunded_cents) {
+            self.count(at_ms, |c| {
+                c.refunded_cents += refunded;
+                c.refunds += 1;
+            });
+        }
+        if !before.record.released && view.record.released {
+            self.count(at_ms, |c| c.stock_releases += 1);
+        }
+        if !before.record.shipment_cancelled && view.record.shipment_cancelled {
+            self.count(at_ms, |c| c.shipment_cancellations += 1);
+        }
+        if !before.decided && view.decided {
+            match view.record.cancelled {
+                Some(reason) => self.count(at_ms, |c| *c.cancelled.entry(reason.as_str().to_owned()).or_default() += 1),
+                None => self.count(at_ms, |c| c.completed += 1),
+            }
+        }
+        self.orders.insert(order_id.0, view);
+    }
+}
+
+/// One event into an order's view: order-service's rules for the facts, the event itself for
+/// amounts and lines, and order-service's published outcome over the rules' guess.
+fn follow(view: &mut OrderView, order_id: &OrderId, input: &Envelope, ctx: &Context) {
+    // The rules log as order-service would ("saga failed → OrderCancelled"): not this
+    // process's story to tell.
+    let news = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        let news = view.record.check(order_id, input) == Checked::New;
+        if news {
+            view.record.record(order_id, input, ctx);
+        }
+        news
+    });
+    if !news {
+        // A cancellation already granted, or an order id reused with another payload: not this
+        // order's news.
+        return;
+    }
+    match &input.event {
+        Event::OrderCreated(e) => {
+            view.lines.clone_from(&e.items);
+            view.total_cents = e.total_cents();
+            view.country = Some(e.ship_to.country.clone());
+        }
+        Event::PaymentCompleted(e) => {
+            view.charged_cents.get_or_insert(e.amount_cents);
+        }
+        Event::PaymentRefunded(e) => {
+            view.refunded_cents.get_or_insert(e.amount_cents);
+        }
+        Event::OrderCompleted(_) if !view.decided => {
+            view.decided = true;
+            view.record.completed = true;
+            view.record.cancelled = None;
+        }
+        Event::OrderCancelled(e) if !view.decided => {
+            view.decided = true;
+            view.record.completed = false;
+            view.record.cancelled = Some(e.reason);
+        }
+        _ => {}
+    }
+    let step = Step { step: input.meta.event_type, at_ms: input.meta.occurred_at_ms, event_id: input.meta.event_id };
+    let at = view.timeline.partition_point(|s| (s.at_ms, s.step) <= (step.at_ms, step.step));
+    view.timeline.insert(at, step);
+}
+
+impl Service for OrdersView {
+    const NAME: &'static str = "orders-view";
+    /// Every saga topic: the orders' events, and the dead letters it counts.
+    const CONSUMES: &'static [Topic] = &Topic::ALL;
+    /// Nothing: a view never takes part in the saga.
+    const EMITS: &'static [Topic] = &[];
+    type Seed = Seed;
+
+    fn seed(&mut self, _seed: Seed) {}
+
+    fn handle(&mut self, input: &Envelope, ctx: &Context) -> Vec<Event> {
+        self.apply(input, ctx);
+        Vec::new()
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
+        vec![&mut self.orders, &mut self.by_customer, &mut self.stats, &mut self.dead_letters]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use shared_events::{
+        Address, OrderCancelled, OrderCompleted, OrderCreated, PaymentCompleted, PaymentRefunded, ShipmentCancelled,
+        ShipmentScheduled, StockLine, StockReleased, StockReserved,
+    };
+
+    const T0: i64 = 1_764_000_000_000;
+
+    fn created(id: &str) -> Envelope {
+        let order = OrderCreated {
+            order_id: id.into(),
+            customer_id: "alice".into(),
+            items: vec![LineItem { sku: "widget".into(), quantity: 2, unit_price_cents: 2500 }],
+            ship_to: Address { country: "US".into(), ..Address::default() },
+        };
+        Envelope::root(order.into(), T0)
+    }
+
+    /// The events of one saga, each caused by the one before, `step_ms` apart.
+    fn chain(first: Envelope, rest: Vec<Event>, step_ms: i64) -> Vec<Envelope> {
+        let mut out = vec![first];
+        for (i, event) in rest.into_iter().enumerate() {
+            let cause = out.last().map(|e| e.meta.clone()).unwrap();
+            out.push(Envelope::caused_by(&cause, event, T0 + (i as i64 + 1) * step_ms));
+        }
+        out
+    }
+
+    fn completed_saga(id: &str) -> Vec<Envelope> {
+        let o: OrderId = id.into();
+        let ship_to = Address { country: "US".into(), ..Address::default() };
+        let items = vec![LineItem { sku: "widget".into(), quantity: 2, unit_price_cents: 2500 }];
+        chain(
+            created(id),
+            vec![
+                PaymentCompleted { order_id: o.clone(), customer_id: "alice".into(), amount_cents: 5000, items, ship_to: ship_to.clone() }.into(),
+                StockReserved { order_id: o.clone(), items: vec![StockLine { sku: "widget".into(), quantity: 2 }], ship_to }.into(),
+                ShipmentScheduled { order_id: o.clone(), shipment_id: format!("ship-{id}"), country: "US".into() }.into(),
+                OrderCompleted { order_id: o, shipment_id: format!("ship-{id}") }.into(),
+            ],
+            10,
+        )
+    }
+
+    /// An order the deadline cancelled while its shipment was being booked: the shipment, the
+    /// cancellation and the compensations all follow.
+    fn timed_out_saga(id: &str) -> Vec<Envelope> {
+        let mut events = completed_saga(id);
+        events.pop();
+        let o: OrderId = id.into();
+        let cancel = Envelope::on_timer(OrderCancelled { order_id: o.clone(), reason: CancelReason::Timeout, detail: "late".into() }.into(), T0, T0 + 35);
+        let compensations = [
+            Event::from(PaymentRefunded { order_id: o.clone(), customer_id: "alice".into(), amount_cents: 5000 }),
+            StockReleased { order_id: o.clone(), items: vec![StockLine { sku: "widget".into(), quantity: 2 }] }.into(),
+            ShipmentCancelled { order_id: o, shipment_id: format!("ship-{id}") }.into(),
+        ];
+        events.push(cancel.clone());
+        events.extend(compensations.into_iter().enumerate().map(|(i, e)| Envelope::caused_by(&cancel.meta, e, T0 + 40 + i as i64)));
+        events
+    }
+
+    fn view_of(events: &[Envelope]) -> OrdersView {
+        let mut view = OrdersView::default();
+        for e in events {
+            view.apply(e, &Context { now_ms: e.meta.occurred_at_ms, partition: 0 });
+        }
+        view
+    }
+
+    #[test]
+    fn a_completed_order_has_its_amounts_timeline_and_counts() {
+        let view = view_of(&completed_saga("o-1"));
+        let o = view.orders.get("o-1").unwrap();
+        assert_eq!(o.status(), OrderStatus::Completed);
+        assert_eq!((o.total_cents, o.charged_cents, o.refunded_cents), (Some(5000), Some(5000), None));
+        let steps: Vec<Topic> = o.timeline.iter().map(|s| s.step).collect();
+        assert_eq!(steps, [Topic::OrderCreated, Topic::PaymentCompleted, Topic::StockReserved, Topic::ShipmentScheduled, Topic::OrderCompleted]);
+        let all = view.stats.get(ALL_TIME).unwrap();
+        assert_eq!((all.placed, all.completed, all.charged_cents, all.revenue_cents()), (1, 1, 5000, 5000));
+        assert_eq!(view.stats.get(&hour_key(T0)), Some(all), "one hour holds it all");
+        assert!(view.by_customer.get(&customer_key("alice", T0, "o-1")).is_some());
+    }
+
+    #[test]
+    fn a_guess_gives_way_to_the_outcome_order_service_published() {
+        // The shipment arrives before the deadline's cancellation: the rules alone would call
+        // the order completed. Until order-service says, the view shows how far it got.
+        let events = timed_out_saga("o-2");
+        let mut view = view_of(&events[..4]);
+        assert_eq!(view.orders.get("o-2").unwrap().status(), OrderStatus::Reserved);
+        for e in &events[4..] {
+            view.apply(e, &Context { now_ms: 0, partition: 0 });
+        }
+        let o = view.orders.get("o-2").unwrap();
+        assert_eq!((o.status(), o.cancel_reason()), (OrderStatus::Cancelled, Some(CancelReason::Timeout)));
+        assert_eq!(o.compensations_done(), [Topic::PaymentRefunded, Topic::StockReleased, Topic::ShipmentCancelled]);
+        assert!(o.compensations_awaited().is_empty());
+        let all = view.stats.get(ALL_TIME).unwrap();
+        assert_eq!((all.completed, all.cancelled_total(), all.refunds, all.stock_releases, all.shipment_cancellations), (0, 1, 1, 1, 1));
+        assert_eq!(all.revenue_cents(), 0);
+    }
+
+    #[test]
+    fn a_dead_letter_is_counted_once() {
+        let letter = DeadLetter::rejected(&"o-3".into(), "invalid_json", "bad".into());
+        let envelope = Envelope::root(Event::DeadLetter(letter), T0);
+        let view = view_of(&[envelope.clone(), envelope]);
+        assert_eq!(view.stats.get(ALL_TIME).unwrap().dead_letters, BTreeMap::from([("invalid_json".to_owned(), 1)]));
+    }
+
+    proptest! {
+        /// Topics arrive in any order, and duplicates get through: the view and every count
+        /// end the same.
+        #[test]
+        fn any_arrival_order_with_duplicates_ends_the_same(
+            done in Just(completed_saga("o-1")).prop_shuffle(),
+            late in Just(timed_out_saga("o-2")).prop_shuffle(),
+            again in proptest::collection::vec(0usize..13, 0..6),
+        ) {
+            let expected = view_of(&[completed_saga("o-1"), timed_out_saga("o-2")].concat());
+            let mut events: Vec<Envelope> = done.into_iter().chain(late).collect();
+            let copies: Vec<Envelope> = again.iter().map(|i| events[i % events.len()].clone()).collect();
+            events.extend(copies);
+            let view = view_of(&events);
+            for id in ["o-1", "o-2"] {
+                prop_assert_eq!(view.orders.get(id), expected.orders.get(id));
+            }
+            prop_assert_eq!(view.stats.get(ALL_TIME), expected.stats.get(ALL_TIME));
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! orders-view: "where is my order?", and the business's numbers. The query side of the saga.
+//!
+//! Consumes                 Keeps (sled, from events alone)           Serves (HTTP JSON)
+//! every saga topic   ──▶  each order's view, through order-     ──▶  GET /orders/{id}
+//! (DeadLetter too)         service's own rules; each customer's       GET /customers/{id}/orders
+//!                          orders; counts all-time and per hour       GET /stats, /healthz, /
+//!
+//! Emits nothing: it never takes part in the saga. Delete its store and it rebuilds the same
+//! answers from the topics.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use orders_view_rules::OrdersView;
+
+mod api;
+
+/// Serves each order's state, each customer's orders and the saga's numbers, from the events.
+#[derive(Parser)]
+#[command(name = "orders-view", version, about, long_about = None)]
+struct Cli {
+    /// Where the HTTP API and the page listen (`HOST:PORT`; port 0 picks a free one).
+    #[arg(long, env = "SAGA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: String,
+    #[command(flatten)]
+    runtime: saga_runtime::RuntimeArgs,
+}
+
+#[global_allocator]
+static ALLOCATOR: saga_runtime::Allocator = saga_runtime::Allocator;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let addr = cli.http_addr;
+    let serve: saga_runtime::Alongside = Box::new(move |store| {
+        let endpoint = saga_runtime::endpoint::serve_router("the orders view", &addr, api::router(store)).map_err(|e| e.to_string())?;
+        tracing::info!(addr = %endpoint.local_addr, "serving the orders view: /orders/{{id}}, /customers/{{id}}/orders, /stats, /");
+        Ok(Box::new(endpoint))
+    });
+    saga_runtime::main_with(OrdersView::default(), cli.runtime, Some(serve))
+}
