@@ -10,11 +10,12 @@ cd "$repo"
 # kcat publishes like a person would; docker-compose (a real Compose implementation, which
 # needs no Docker engine for `config`) validates compose.yaml; openssl makes the secured
 # broker's throwaway CA and certificates; prometheus (with promtool) scrapes the services and
-# checks their exposition.
+# checks their exposition; chromium (headless) renders the orders view's page.
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
 command -v openssl >/dev/null || missing+=(openssl)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
   missing+=(docker-compose)
 fi

@@ -231,3 +231,75 @@ async fn a_view_killed_or_rebuilt_answers_as_one_never_interrupted() {
     assert_eq!(answers(&url), by_killed);
     d.stop_all().await;
 }
+
+/// The page, rendered by a real browser: headless Chromium (Debian's) loads it, runs its script
+/// against the live API, and both the DOM it ends with and its screenshot are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_renders_an_order_a_customer_and_the_numbers_in_a_real_browser() {
+    let mut d = Deployment::new(1, &[]).await;
+    d.add_view("orders-view");
+    d.start_all().await;
+    let url = d.view_url("orders-view");
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let [happy, broke] = ["happy", "broke"].map(|s| format!("{run}-{s}"));
+    d.kcat_publish(Topic::OrderCreated, &happy, &order_json(&happy, "alice", "widget", 2, 1250, "US"));
+    d.kcat_publish(Topic::OrderCreated, &broke, &order_json(&broke, "bob", "widget", 2, 1250, "US"));
+    wait_until("the view to see both outcomes", || async {
+        let (_, stats) = get(&format!("{url}/stats"));
+        let a = &stats["all_time"];
+        if a["completed"] == 1 && a["cancelled"] == 1 { Ok(()) } else { Err(a.to_string()) }
+    }, || d.logs()).await;
+
+    let page = format!("{url}/?order={happy}&customer=alice");
+    let profile = tempfile::tempdir().unwrap();
+    let shot = d.root.path().join("page.png");
+    let chromium = |extra: &[String]| {
+        let out = std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1000"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            // Long enough for the page's requests, in the browser's virtual time.
+            .arg("--virtual-time-budget=10000")
+            .args(extra)
+            .arg(&page)
+            .output()
+            .expect("chromium (apt-get install chromium; scripts/test.sh installs it)");
+        assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // What the script built: the order's status and lines, the customer's list, the figures and
+    // the chart.
+    let dom = chromium(&["--dump-dom".to_owned()]);
+    assert!(dom.contains(r#"data-ready="true""#), "the script never finished:\n{dom}");
+    let order_panel = &dom[dom.find(r#"id="order""#).unwrap()..dom.find(r#"id="customer""#).unwrap()];
+    for expected in [happy.as_str(), r#"class="status completed">completed<"#, "2 × widget at 12.50", "25.00", "<li>OrderCreated at ", "<li>OrderCompleted +"] {
+        assert!(order_panel.contains(expected), "the order panel lacks {expected:?}:\n{order_panel}");
+    }
+    let customer_panel = &dom[dom.find(r#"id="customer""#).unwrap()..dom.find(r#"id="figures""#).unwrap()];
+    assert!(customer_panel.contains(&happy) && !customer_panel.contains(&broke), "alice's orders only:\n{customer_panel}");
+    let figure = |id: &str| {
+        let at = dom.find(&format!(r#"id="figure-{id}""#)).unwrap_or_else(|| panic!("no figure {id}:\n{dom}"));
+        let b = &dom[at..];
+        b[b.find("<b>").unwrap() + 3..b.find("</b>").unwrap()].to_owned()
+    };
+    assert_eq!((figure("placed"), figure("completed"), figure("cancelled"), figure("revenue")), ("2".into(), "1".into(), "1".into(), "25.00".into()));
+    assert!(dom.contains("Cancelled by reason: payment_failed 1."), "{dom}");
+    assert!(dom.matches("<rect").count() >= 48, "a completed and a cancelled bar per hour:\n{dom}");
+
+    // And what it looks like: the header's dark band, the green "completed" badge and bar.
+    chromium(&[format!("--screenshot={}", shot.display())]);
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((frame.width, frame.height), (1280, 1000));
+    let channels = frame.line_size / frame.width as usize;
+    let count = |rgb: [u8; 3]| {
+        pixels[..frame.buffer_size()].chunks(channels).filter(|p| p[..3].iter().zip(rgb).all(|(a, b)| a.abs_diff(b) <= 6)).count()
+    };
+    let total = (frame.width * frame.height) as usize;
+    assert!(count([0x1d, 0x23, 0x30]) * 100 > total * 3, "the header band is not drawn");
+    assert!(count([0xd8, 0xf3, 0xdf]) > 100, "the completed badge is not drawn");
+    assert!(count([0x3a, 0x9d, 0x5d]) > 100, "the chart's completed bar is not drawn");
+    d.stop_all().await;
+}
