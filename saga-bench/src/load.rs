@@ -329,7 +329,16 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
         ("inventory-service", vec!["--seed".to_owned(), stock.display().to_string()]),
         ("order-service", vec!["--saga-deadline".to_owned(), "0".to_owned()]),
     ]);
-    let mut services = procs::start_all(&args.bin_dir, &dir, &common, &extra)?;
+    let mut extra = extra;
+    let mut names = procs::SERVICES.to_vec();
+    if args.with_view {
+        names.push(procs::VIEW);
+        let mut view = vec!["--http-addr".to_owned(), "127.0.0.1:0".to_owned()];
+        view.extend(args.view_args.iter().cloned());
+        extra.insert(procs::VIEW, view);
+    }
+    let mut services = procs::start_all(&names, &args.bin_dir, &dir, &common, &extra)?;
+    let view_url = services.iter().find(|s| s.name == procs::VIEW).map(|s| crate::view::url(&s.log)).transpose()?;
     let client = client(args).await?;
 
     let input = format!("{prefix}{}", Topic::OrderCreated);
@@ -349,6 +358,16 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
         true => Some(procs::scrape(services.iter().map(procs::metrics_url).collect::<Result<_>>()?, Arc::clone(&scraping))),
         false => None,
     };
+    // Reads of orders that exist: the warm-up's, all ended before the measured window.
+    let view_stop = Arc::new(AtomicBool::new(false));
+    let view_load = match (&view_url, rate) {
+        (Some(url), Some(_)) if args.view_rps > 0.0 && args.warmup > 0 => {
+            let warm_id = format!("{}-w", prefix.trim_end_matches('.'));
+            let ids = (0..args.warmup).map(|i| format!("{warm_id}{i}")).collect();
+            Some(crate::view::load(url.clone(), ids, args.view_rps, Arc::clone(&view_stop)))
+        }
+        _ => None,
+    };
     procs::mark(&mut services);
     let broker = procs::CpuMeter::start(args.broker_pid);
     let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -363,6 +382,8 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
         }
     });
     let measured = round_trip(&client, &input, &terminal, args.partitions, records, &run_id, rate).await;
+    view_stop.store(true, Ordering::Relaxed);
+    let http = view_load.map(|l| l.join().map_err(|_| anyhow::anyhow!("the view's load panicked"))).transpose()?;
     let _ = stop_sampling.send(());
     scraping.store(true, Ordering::Relaxed);
     if let Some(scraper) = scraper {
@@ -372,7 +393,19 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     let mut services = sampler.await?;
     let usage = procs::usage(&mut services);
     let broker_cpu_percent = broker.and_then(|m| m.percent());
+    // Still running: how far behind the view is now that the last order ended, and how long
+    // until it has counted every outcome.
+    let view = match &view_url {
+        Some(url) if measured.is_ok() => {
+            let records_behind_at_end = crate::view::records_behind(&client, url, &prefix, args.partitions).await?;
+            let all = (args.warmup + args.orders) as u64;
+            let url = url.clone();
+            let caught_up = tokio::task::spawn_blocking(move || crate::view::wait_caught_up(&url, all, Duration::from_secs(300))).await??;
+            Some(crate::view::ViewResult { records_behind_at_end, caught_up_ms: caught_up.as_secs_f64() * 1000.0, http })
+        }
+        _ => None,
+    };
     procs::stop(services);
     let (sent, arrived) = measured?;
-    Ok(RunResult { broker_cpu_percent, ..RunResult::from_times(&sent, &arrived, payload_bytes, usage) })
+    Ok(RunResult { broker_cpu_percent, view, ..RunResult::from_times(&sent, &arrived, payload_bytes, usage) })
 }

@@ -10,11 +10,14 @@
 //!
 //! It starts the four service binaries itself (from `--bin-dir`) against `--bootstrap-servers`
 //! and samples their RSS and CPU from /proc. `scripts/bench.sh` starts a broker and runs it.
+//! `--with-view` adds the orders view: its lag when the last order ends, and (`--view-rps`)
+//! its answers' latency under a fixed request rate.
 
 mod load;
 mod procs;
 mod relay;
 mod report;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +79,23 @@ pub struct Args {
     /// through the measured window, as Prometheus would: what the endpoint costs the loop.
     #[arg(long)]
     pub scrape_metrics: bool,
+    /// Also run the orders view: report how far behind it is when the last order ends and
+    /// how long it takes to catch up.
+    #[arg(long)]
+    pub with_view: bool,
+    /// With `--with-view`, in paced runs (half, or `--rate`): this many `GET /orders/{id}` a
+    /// second at the view through the measured window, timed from when each was due.
+    #[arg(long, default_value_t = 0.0)]
+    pub view_rps: f64,
+    /// More arguments for the view, e.g. `--view-args=--fetch-min-bytes=65536`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub view_args: Vec<String>,
+    /// Instead of any phase: `--view-rps` requests for 10 s at a view already running here,
+    /// for ids `<--view-ids-prefix><n>`, n below 1000 (a bench run's warm-up orders).
+    #[arg(long, requires = "view_ids_prefix")]
+    pub view_url: Option<String>,
+    #[arg(long)]
+    pub view_ids_prefix: Option<String>,
     /// Where service stores and logs go.
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,
@@ -102,6 +122,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if let (Some(url), Some(prefix)) = (&args.view_url, &args.view_ids_prefix) {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ids = (0..1000).map(|i| format!("{prefix}{i}")).collect();
+        let load = view::load(url.clone(), ids, args.view_rps.max(1.0), std::sync::Arc::clone(&stop));
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let h = load.join().map_err(|_| anyhow::anyhow!("the load panicked"))?;
+        println!("{h:?}");
+        return Ok(());
+    }
     let mut results = report::Report::new(&args);
     let wants = |p: &str| args.phases.iter().any(|x| x == p);
     if wants("ceiling") {

@@ -1,4 +1,5 @@
-//! The four service binaries as child processes, and their RSS and CPU from /proc.
+//! The four service binaries (and the orders view) as child processes, and their RSS and CPU
+//! from /proc.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,11 +12,12 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 pub const SERVICES: [&str; 4] = ["order-service", "payment-service", "inventory-service", "shipping-service"];
+pub const VIEW: &str = "orders-view";
 
 pub struct Service {
     pub name: &'static str,
     child: Child,
-    log: PathBuf,
+    pub log: PathBuf,
     peak_rss_kb: u64,
     rss_samples: Vec<u64>,
     cpu_start: Option<(u64, Instant)>,
@@ -77,10 +79,10 @@ impl CpuMeter {
     }
 }
 
-/// Starts the four services on fresh stores, with `extra` arguments, and waits until ready.
-pub fn start_all(bin_dir: &Path, dir: &Path, common: &[String], extra: &BTreeMap<&str, Vec<String>>) -> Result<Vec<Service>> {
+/// Starts these binaries on fresh stores, with `extra` arguments, and waits until ready.
+pub fn start_all(names: &[&'static str], bin_dir: &Path, dir: &Path, common: &[String], extra: &BTreeMap<&str, Vec<String>>) -> Result<Vec<Service>> {
     let mut services = Vec::new();
-    for name in SERVICES {
+    for &name in names {
         let bin = bin_dir.join(name);
         if !bin.exists() {
             bail!("{} not found: build with `cargo build --release` (or pass --bin-dir)", bin.display());
@@ -91,7 +93,7 @@ pub fn start_all(bin_dir: &Path, dir: &Path, common: &[String], extra: &BTreeMap
             .args(common)
             .args(["--data-dir", &dir.join(name).display().to_string()])
             .args(extra.get(name).into_iter().flatten())
-            .env("RUST_LOG", std::env::var("SAGA_BENCH_LOG").unwrap_or_else(|_| "warn,saga_runtime=info,rskafka=off".into()))
+            .env("RUST_LOG", std::env::var("SAGA_BENCH_LOG").unwrap_or_else(|_| "warn,saga_runtime=info,orders_view=info,rskafka=off".into()))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)

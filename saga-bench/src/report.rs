@@ -24,6 +24,8 @@ pub struct RunResult {
     pub broker_cpu_percent: Option<f64>,
     /// Latency by half-second of sending, to tell a steady tail from a stall.
     pub timeline: Vec<Slice>,
+    /// The orders view, with `--with-view`.
+    pub view: Option<crate::view::ViewResult>,
 }
 
 /// The orders sent in one half-second of a run.
@@ -79,6 +81,7 @@ impl RunResult {
             services,
             broker_cpu_percent: None,
             timeline,
+            view: None,
         }
     }
 }
@@ -119,6 +122,16 @@ impl Report {
         for (name, r) in &self.runs {
             if let Some(cpu) = r.broker_cpu_percent {
                 println!("{name}: broker {cpu:.0}% CPU");
+            }
+        }
+        for (name, r) in &self.runs {
+            let Some(v) = &r.view else { continue };
+            println!("{name}: view {} records behind when the last order ended, caught up {:.0} ms later", v.records_behind_at_end, v.caught_up_ms);
+            if let Some(h) = &v.http {
+                println!(
+                    "{name}: view GET /orders/{{id}} at {:.0}/s (achieved {:.0}/s, {} requests, {} errors): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms",
+                    h.target_rps, h.achieved_rps, h.requests, h.errors, h.p50_ms, h.p99_ms, h.p999_ms, h.max_ms
+                );
             }
         }
         for (name, r) in self.runs.iter().filter(|(_, r)| !r.services.is_empty()) {

@@ -65,6 +65,10 @@ pub trait Service: Send + 'static {
     const EMITS: &'static [Topic];
     /// The data loaded on first start (demo data by default, or `--seed FILE`).
     type Seed: DeserializeOwned + Default;
+    /// Log targets (crates) whose events the binary does not print unless `RUST_LOG` names
+    /// them: a view that replays another service's rules would otherwise tell that service's
+    /// story ("saga failed → OrderCancelled") as its own.
+    const SILENCED_LOGS: &'static [&'static str] = &[];
 
     /// Fills an empty store.
     fn seed(&mut self, seed: Self::Seed);

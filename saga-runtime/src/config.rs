@@ -115,6 +115,13 @@ pub struct RuntimeArgs {
           value_parser = clap::value_parser!(i32).range(1..=30_000))]
     pub fetch_wait_ms: i32,
 
+    /// Bytes a fetch waits for before the broker answers (or `--fetch-wait-ms` passes), as the
+    /// Java consumer's `fetch.min.bytes`. Above 1, fewer and bigger batches: fewer commits,
+    /// and a row changed by several records of one batch is written once (the orders view).
+    #[arg(long, env = "SAGA_FETCH_MIN_BYTES", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=16 * 1024 * 1024))]
+    pub fetch_min_bytes: i32,
+
     /// Most state rows per table kept in memory between batches; the rest are read from the
     /// store when an event needs them. Bounds memory however many orders the service has seen.
     #[arg(long, env = "SAGA_RESIDENT_ROWS", default_value_t = 10_000,
@@ -261,6 +268,8 @@ pub struct RuntimeConfig {
     pub metrics_addr: Option<String>,
     pub max_batch: usize,
     pub fetch_wait_ms: i32,
+    /// See [`RuntimeArgs::fetch_min_bytes`].
+    pub fetch_min_bytes: i32,
     /// Bound on sled's page cache.
     pub cache_bytes: u64,
     /// See [`RuntimeArgs::resident_rows`].
@@ -363,6 +372,7 @@ impl RuntimeArgs {
             metrics_addr: self.metrics_addr,
             max_batch: self.max_batch as usize,
             fetch_wait_ms: self.fetch_wait_ms,
+            fetch_min_bytes: self.fetch_min_bytes,
             // Rows are read back on demand, so the cache only needs the hot pages (offsets, the
             // outbox tail, recent rows). At 16 MiB sled's cache took ~20 MiB more RSS per
             // service, and grew with history (BENCHMARKS.md).

@@ -57,7 +57,7 @@ pub fn main<S: Service>(service: S, args: RuntimeArgs) -> ExitCode {
 
 /// [`main`], with something run beside the loop ([`Alongside`]).
 pub fn main_with<S: Service>(service: S, args: RuntimeArgs, alongside: Option<Alongside>) -> ExitCode {
-    crate::init_logging(args.log_format);
+    crate::init_logging(args.log_format, S::SILENCED_LOGS);
     let config = match args.into_config(S::NAME) {
         Ok(c) => c,
         Err(e) => {

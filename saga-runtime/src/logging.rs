@@ -4,11 +4,18 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber once; later calls do nothing.
-pub fn init_logging(format: LogFormat) {
+/// Installs the global subscriber once; later calls do nothing. Events of the `silenced`
+/// targets are not printed unless `RUST_LOG` names them ([`saga_core::Service::SILENCED_LOGS`]).
+pub fn init_logging(format: LogFormat, silenced: &[&str]) {
     // rskafka reports every reconnect attempt itself; the runtime logs one clear line instead.
-    let filter = EnvFilter::try_from_default_env()
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rskafka=off,sled=warn"));
+    for target in silenced.iter().filter(|t| !asked.contains(**t)) {
+        if let Ok(directive) = format!("{target}=off").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -194,34 +194,34 @@ impl OrdersView {
         if view.timeline.iter().any(|s| s.event_id == input.meta.event_id) {
             return;
         }
-        let before = view.clone();
-        follow(&mut view, &order_id, input, ctx);
-        if view == before {
+        let before = Milestones::of(&view);
+        if !follow(&mut view, &order_id, input, ctx) {
             return;
         }
+        let after = Milestones::of(&view);
         debug!(order_id = %order_id, event = %input.meta.event_type, status = ?view.status(), "order view updated");
-        if !before.record.placed && view.record.placed {
+        if !before.placed && after.placed {
             self.count(at_ms, |c| c.placed += 1);
             if let (Some(customer), Some(created)) = (&view.record.customer_id, view.record.created_at_ms) {
                 self.by_customer.insert(customer_key(customer, created, order_id.as_str()), ());
             }
         }
-        if let (None, Some(charged)) = (before.charged_cents, view.charged_cents) {
+        if let (None, Some(charged)) = (before.charged, after.charged) {
             self.count(at_ms, |c| c.charged_cents += charged);
         }
-        if let (None, Some(refunded)) = (before.refunded_cents, view.refunded_cents) {
+        if let (None, Some(refunded)) = (before.refunded, after.refunded) {
             self.count(at_ms, |c| {
                 c.refunded_cents += refunded;
                 c.refunds += 1;
             });
         }
-        if !before.record.released && view.record.released {
+        if !before.released && after.released {
             self.count(at_ms, |c| c.stock_releases += 1);
         }
-        if !before.record.shipment_cancelled && view.record.shipment_cancelled {
+        if !before.shipment_cancelled && after.shipment_cancelled {
             self.count(at_ms, |c| c.shipment_cancellations += 1);
         }
-        if !before.decided && view.decided {
+        if !before.decided && after.decided {
             match view.record.cancelled {
                 Some(reason) => self.count(at_ms, |c| *c.cancelled.entry(reason.as_str().to_owned()).or_default() += 1),
                 None => self.count(at_ms, |c| c.completed += 1),
@@ -231,22 +231,41 @@ impl OrdersView {
     }
 }
 
-/// One event into an order's view: order-service's rules for the facts, the event itself for
-/// amounts and lines, and order-service's published outcome over the rules' guess.
-fn follow(view: &mut OrderView, order_id: &OrderId, input: &Envelope, ctx: &Context) {
-    // The rules log as order-service would ("saga failed → OrderCancelled"): not this
-    // process's story to tell.
-    let news = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-        let news = view.record.check(order_id, input) == Checked::New;
-        if news {
-            view.record.record(order_id, input, ctx);
+/// What the counts follow of an order: each changes once, from unset to set.
+struct Milestones {
+    placed: bool,
+    charged: Option<u64>,
+    refunded: Option<u64>,
+    released: bool,
+    shipment_cancelled: bool,
+    decided: bool,
+}
+
+impl Milestones {
+    fn of(v: &OrderView) -> Self {
+        Milestones {
+            placed: v.record.placed,
+            charged: v.charged_cents,
+            refunded: v.refunded_cents,
+            released: v.record.released,
+            shipment_cancelled: v.record.shipment_cancelled,
+            decided: v.decided,
         }
-        news
-    });
+    }
+}
+
+/// One event into an order's view: order-service's rules for the facts, the event itself for
+/// amounts and lines, and order-service's published outcome over the rules' guess. `false` if
+/// the event is not the order's news.
+fn follow(view: &mut OrderView, order_id: &OrderId, input: &Envelope, ctx: &Context) -> bool {
+    // The rules log as order-service would: the binary silences them (`SILENCED_LOGS`).
+    let news = view.record.check(order_id, input) == Checked::New;
+    if news {
+        view.record.record(order_id, input, ctx);
+    }
     if !news {
-        // A cancellation already granted, or an order id reused with another payload: not this
-        // order's news.
-        return;
+        // A cancellation already granted, or an order id reused with another payload.
+        return false;
     }
     match &input.event {
         Event::OrderCreated(e) => {
@@ -275,6 +294,7 @@ fn follow(view: &mut OrderView, order_id: &OrderId, input: &Envelope, ctx: &Cont
     let step = Step { step: input.meta.event_type, at_ms: input.meta.occurred_at_ms, event_id: input.meta.event_id };
     let at = view.timeline.partition_point(|s| (s.at_ms, s.step) <= (step.at_ms, step.step));
     view.timeline.insert(at, step);
+    true
 }
 
 impl Service for OrdersView {
@@ -284,6 +304,8 @@ impl Service for OrdersView {
     /// Nothing: a view never takes part in the saga.
     const EMITS: &'static [Topic] = &[];
     type Seed = Seed;
+    /// order-service's rules log order-service's decisions; here they are only replayed.
+    const SILENCED_LOGS: &'static [&'static str] = &["order_rules"];
 
     fn seed(&mut self, _seed: Seed) {}
 

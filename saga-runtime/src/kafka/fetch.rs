@@ -170,7 +170,7 @@ async fn fetch_from_leader(
                     offset: inputs[k].offset.unwrap_or(0),
                 })
                 .collect();
-            let fetch = broker.fetch(&request, 1, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, config.fetch_wait_ms);
+            let fetch = broker.fetch(&request, config.fetch_min_bytes, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, config.fetch_wait_ms);
             match bounded("fetch", long_poll, fetch).await {
                 Err(e) => outcome = Err(e),
                 Ok(answers) => {
