@@ -67,7 +67,7 @@ for i in "${!binaries[@]}"; do
   s=${b%-service}
   label=$(printf '%-11s|' "$s")
   flags=(--data-dir "$data/$s" --metrics-addr "127.0.0.1:$((metrics_port + i))")
-  if [ "$b" = orders-view ]; then flags+=(--http-addr "${SAGA_HTTP_ADDR:-127.0.0.1:8080}"); fi
+  if [ "$b" = orders-view ]; then flags+=(--http-addr "${SAGA_HTTP_ADDR:-127.0.0.1:8080}" --fetch-min-bytes 262144); fi
   if [ "$secured" = 1 ]; then
     KAFKA_SASL_USERNAME=$b KAFKA_SASL_PASSWORD=$b-secret \
       ./target/release/$b "${flags[@]}" > >(sed -u "s/^/$label /") 2>&1 &

@@ -119,7 +119,7 @@ pub async fn run_with<S: Service>(
         service.register_metrics(metrics.registry())?;
     }
     let _alongside = match alongside {
-        Some(start) => Some(start(store.reader()).map_err(RuntimeError::Alongside)?),
+        Some(start) => Some(start(store.reader()?).map_err(RuntimeError::Alongside)?),
         None => None,
     };
 

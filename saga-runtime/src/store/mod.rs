@@ -30,7 +30,7 @@ mod reader;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use shared_events::{EventId, Topic};
 
@@ -45,7 +45,8 @@ use keys::{
 };
 pub use keys::CHUNK_BYTES;
 pub use outbox::{OutboxBatch, OutboxCleaner, OutboxEntry, OutboxKey};
-pub use reader::StoreReader;
+use reader::Committed;
+pub use reader::{StoreReader, COMMITTED_BYTES};
 pub use saga_core::Commit;
 
 /// Store failures. All are fatal: the in-memory state may no longer match the disk, so the
@@ -76,6 +77,8 @@ pub struct Store {
     applied: AppliedWindow,
     /// Published outbox keys, deleted with the next commit: see [`OutboxCleaner`].
     published: Arc<Mutex<Vec<OutboxKey>>>,
+    /// What a [`StoreReader`] answers from memory, once one was made.
+    committed: Option<Arc<RwLock<Committed>>>,
 }
 
 impl Store {
@@ -127,7 +130,7 @@ impl Store {
                 next_seq = next_seq.max(seq_of(prefix, &key).map_or(0, |s| s + 1));
             }
         }
-        Ok(Store { db, next_seq, applied, published: Arc::default() })
+        Ok(Store { db, next_seq, applied, published: Arc::default(), committed: None })
     }
 
     /// Whether seed data was already written.
@@ -166,9 +169,14 @@ impl Store {
         read_offsets(&self.db)
     }
 
-    /// A read-only handle on the committed rows, for another thread.
-    pub fn reader(&self) -> StoreReader {
-        StoreReader { db: self.db.clone() }
+    /// A read-only handle on the committed rows, for another thread. From now on every
+    /// commit's rows and offsets are also kept in memory for it (up to [`COMMITTED_BYTES`]).
+    pub fn reader(&mut self) -> Result<StoreReader, StoreError> {
+        let committed = match &self.committed {
+            Some(c) => Arc::clone(c),
+            None => Arc::clone(self.committed.insert(Arc::new(RwLock::new(Committed::new(self.offsets()?))))),
+        };
+        Ok(StoreReader { db: self.db.clone(), committed })
     }
 
     /// Whether the effects of this event are already in the store.
@@ -206,8 +214,13 @@ impl Store {
         for key in self.take_published() {
             batch.remove(key);
         }
+        // A copy for the reader, if one was made: one copy of each changed row's bytes.
+        let mut for_reader = self.committed.as_ref().map(|_| (Vec::with_capacity(commit.rows.len()), commit.offsets.clone()));
         for (table, (key, value)) in commit.rows {
             let full = format!("{STATE}{table}/{key}");
+            if let Some((rows, _)) = &mut for_reader {
+                rows.push((full.clone(), value.as_deref().map(Arc::from)));
+            }
             match value {
                 Some(v) => batch.insert(full.as_bytes(), v),
                 None => batch.remove(full.as_bytes()),
@@ -232,6 +245,9 @@ impl Store {
             Some(OutboxBatch { keys, entries: commit.outbox })
         };
         self.db.apply_batch(batch)?;
+        if let (Some(committed), Some((rows, offsets))) = (&self.committed, for_reader) {
+            committed.write().unwrap_or_else(PoisonError::into_inner).apply(rows, &offsets);
+        }
         self.applied.remember(commit.applied);
         Ok(written)
     }
@@ -342,6 +358,26 @@ mod tests {
     use super::*;
     use keys::seq_key;
     use crate::state::Table;
+
+    #[test]
+    fn a_reader_sees_rows_from_before_it_from_sled_and_later_commits_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+        let row = |key: &str, value: Option<&str>| ("orders", (key.to_owned(), value.map(|v| v.as_bytes().to_vec())));
+        let offsets = HashMap::from([((Topic::OrderCreated, 0), 5)]);
+        store.commit(Commit { rows: vec![row("old", Some("1"))], offsets, ..Commit::default() }).unwrap();
+        let reader = store.reader().unwrap();
+        assert_eq!(reader.offsets().unwrap()[&(Topic::OrderCreated, 0)], 5, "where the store stood when it was made");
+        assert_eq!(reader.row::<u32>("orders", "old").unwrap(), Some(1), "from sled");
+        assert!(reader.committed.read().unwrap().rows.is_empty());
+        let offsets = HashMap::from([((Topic::OrderCreated, 0), 9)]);
+        store.commit(Commit { rows: vec![row("new", Some("2")), row("old", None)], offsets, ..Commit::default() }).unwrap();
+        assert_eq!(reader.committed.read().unwrap().rows.len(), 2, "answered from memory");
+        assert_eq!((reader.row::<u32>("orders", "new").unwrap(), reader.row::<u32>("orders", "old").unwrap()), (Some(2), None));
+        assert_eq!(reader.offsets().unwrap()[&(Topic::OrderCreated, 0)], 9);
+        // And sled agrees.
+        assert_eq!(store.read_table::<u32>("orders").unwrap(), BTreeMap::from([("new".to_owned(), 2)]));
+    }
 
     fn entry(topic: &str) -> OutboxEntry {
         OutboxEntry {

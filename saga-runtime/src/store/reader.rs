@@ -5,28 +5,73 @@
 //! a read of several rows may see them from different commits. Committed is not yet durable: a
 //! crash can take back what was read, and the restarted service derives the same rows again
 //! from the same records.
+//!
+//! Rows and offsets committed since the reader was made are answered from memory
+//! ([`Committed`]): sled 0.34 applies a batch under a lock that every read waits for, so a
+//! reader going to sled waits out each commit, and for as long as the loop's thread is off the
+//! CPU while it holds the lock. Older rows are read from sled.
 
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::de::DeserializeOwned;
 use shared_events::Topic;
 
 use super::keys::STATE;
-use super::{read_offsets, StoreError};
+use super::StoreError;
+
+/// Most bytes of rows [`Committed`] holds; past it, it starts again empty (the rest are read
+/// from sled).
+pub const COMMITTED_BYTES: usize = 64 << 20;
+
+/// The rows and offsets of the commits made since the reader was made, as written.
+pub(super) struct Committed {
+    /// By full key; `None`: deleted.
+    pub(super) rows: HashMap<String, Option<Arc<[u8]>>>,
+    /// Bytes of keys and values in `rows`, counting each write (a row written again still
+    /// counts its old value's bytes until the next start-over).
+    bytes: usize,
+    offsets: HashMap<(Topic, i32), i64>,
+}
+
+impl Committed {
+    pub(super) fn new(offsets: HashMap<(Topic, i32), i64>) -> Self {
+        Committed { rows: HashMap::new(), bytes: 0, offsets }
+    }
+
+    /// One commit's rows and offsets, applied to the store already.
+    pub(super) fn apply(&mut self, rows: Vec<(String, Option<Arc<[u8]>>)>, offsets: &HashMap<(Topic, i32), i64>) {
+        let size: usize = rows.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
+        if self.bytes + size > COMMITTED_BYTES {
+            self.rows.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        self.rows.extend(rows);
+        self.offsets.extend(offsets);
+    }
+}
 
 /// A read-only handle on a store's state rows and offsets; cheap to clone.
 #[derive(Clone)]
 pub struct StoreReader {
     pub(super) db: sled::Db,
+    pub(super) committed: Arc<RwLock<Committed>>,
 }
 
 impl StoreReader {
     /// The row under `key` in `table`.
     pub fn row<V: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<V>, StoreError> {
         let full = format!("{STATE}{table}/{key}");
-        match self.db.get(full.as_bytes())? {
-            None => Ok(None),
-            Some(value) => serde_json::from_slice(&value).map(Some).map_err(|e| StoreError::Corrupt { key: full, reason: e.to_string() }),
+        let cached = self.committed.read().unwrap_or_else(PoisonError::into_inner).rows.get(&full).cloned();
+        let decode = |bytes: &[u8]| serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: full.clone(), reason: e.to_string() });
+        match cached {
+            Some(Some(bytes)) => decode(&bytes).map(Some),
+            Some(None) => Ok(None),
+            None => match self.db.get(full.as_bytes())? {
+                None => Ok(None),
+                Some(value) => decode(&value).map(Some),
+            },
         }
     }
 
@@ -58,6 +103,6 @@ impl StoreReader {
     /// Where the service has read each input partition to: every record before these offsets
     /// is in the rows (the committed state, not yet necessarily durable).
     pub fn offsets(&self) -> Result<HashMap<(Topic, i32), i64>, StoreError> {
-        read_offsets(&self.db)
+        Ok(self.committed.read().unwrap_or_else(PoisonError::into_inner).offsets.clone())
     }
 }
