@@ -22,14 +22,13 @@ use super::StoreError;
 
 /// Most bytes of rows [`Committed`] holds; past it, it starts again empty (the rest are read
 /// from sled).
-pub const COMMITTED_BYTES: usize = 64 << 20;
+pub const COMMITTED_BYTES: usize = 128 << 20;
 
 /// The rows and offsets of the commits made since the reader was made, as written.
 pub(super) struct Committed {
     /// By full key; `None`: deleted.
     pub(super) rows: HashMap<String, Option<Arc<[u8]>>>,
-    /// Bytes of keys and values in `rows`, counting each write (a row written again still
-    /// counts its old value's bytes until the next start-over).
+    /// Bytes of the keys and values in `rows`.
     bytes: usize,
     offsets: HashMap<(Topic, i32), i64>,
 }
@@ -41,13 +40,18 @@ impl Committed {
 
     /// One commit's rows and offsets, applied to the store already.
     pub(super) fn apply(&mut self, rows: Vec<(String, Option<Arc<[u8]>>)>, offsets: &HashMap<(Topic, i32), i64>) {
-        let size: usize = rows.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
-        if self.bytes + size > COMMITTED_BYTES {
+        let size = |k: &String, v: &Option<Arc<[u8]>>| k.len() + v.as_ref().map_or(0, |v| v.len());
+        for (key, value) in rows {
+            let new = size(&key, &value);
+            if let Some(old) = self.rows.insert(key.clone(), value) {
+                self.bytes -= size(&key, &old);
+            }
+            self.bytes += new;
+        }
+        if self.bytes > COMMITTED_BYTES {
             self.rows.clear();
             self.bytes = 0;
         }
-        self.bytes += size;
-        self.rows.extend(rows);
         self.offsets.extend(offsets);
     }
 }
