@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -32,7 +32,23 @@ pub fn router(store: StoreReader) -> Router {
         .route("/customers/{customer_id}/orders", get(customer_orders))
         .route("/stats", get(stats))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path; see / for what the view serves".to_owned()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "the view answers GET only".to_owned())
+        })
         .with_state(store)
+}
+
+/// Runs a handler's store reads off the server's one thread: a read that waits for sled's
+/// lock must not hold up every other request.
+async fn off_thread(read: impl FnOnce() -> Result<Response, ApiError> + Send + 'static) -> Result<Response, ApiError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request failed: {e}"))))
+}
+
+/// A path segment that did not decode (not UTF-8 once percent-decoded).
+fn bad_path(e: PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text())
 }
 
 /// An answer a client can act on: the status, a stable code, a sentence, and how far the view
@@ -62,8 +78,9 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        // The details are for the operator's log, not for clients.
         tracing::error!(error = %e, "the view's store could not be read");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string())
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", "the view could not read its store; see its log".to_owned())
     }
 }
 
@@ -119,7 +136,7 @@ impl<'a> OrderBody<'a> {
             status: v.status(),
             cancel_reason: v.cancel_reason().map(|r| r.as_str()),
             customer_id: v.record.customer_id.as_deref(),
-            created_at_ms: v.record.created_at_ms,
+            created_at_ms: v.placed_at_ms,
             lines: &v.lines,
             total_cents: v.total_cents,
             ship_to_country: v.country.as_deref(),
@@ -132,12 +149,17 @@ impl<'a> OrderBody<'a> {
     }
 }
 
-async fn order(State(store): State<StoreReader>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
+async fn order(State(store): State<StoreReader>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let Path(order_id) = path.map_err(bad_path)?;
+    off_thread(move || order_body(&store, &order_id)).await
+}
+
+fn order_body(store: &StoreReader, order_id: &str) -> Result<Response, ApiError> {
     // Offsets first: whatever they cover is in the row read after them.
-    let read_to = read_to(&store)?;
-    match store.row::<OrderView>("orders", &order_id)? {
+    let read_to = read_to(store)?;
+    match store.row::<OrderView>("orders", order_id)? {
         Some(view) => {
-            let mut body = json!(OrderBody::of(&order_id, &view));
+            let mut body = json!(OrderBody::of(order_id, &view));
             body["read_to"] = read_to;
             Ok(ok(body))
         }
@@ -169,9 +191,10 @@ struct Listed<'a> {
 
 async fn customer_orders(
     State(store): State<StoreReader>,
-    Path(customer_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(customer_id) = path.map_err(bad_path)?;
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message);
     let Query(page) = page.map_err(|e| bad(e.body_text()))?;
     let limit = match page.limit.as_deref() {
@@ -188,9 +211,13 @@ async fn customer_orders(
             return Err(bad("before must be the `next` cursor of an earlier page".to_owned()));
         }
     }
-    let read_to = read_to(&store)?;
-    let prefix = customer_prefix(&customer_id);
-    let rows = store.rows_before::<()>("by_customer", &prefix, page.before.as_deref(), limit)?;
+    off_thread(move || customer_body(&store, &customer_id, page.before.as_deref(), limit)).await
+}
+
+fn customer_body(store: &StoreReader, customer_id: &str, before: Option<&str>, limit: usize) -> Result<Response, ApiError> {
+    let read_to = read_to(store)?;
+    let prefix = customer_prefix(customer_id);
+    let rows = store.rows_before::<()>("by_customer", &prefix, before, limit)?;
     let mut views = Vec::with_capacity(rows.len());
     for (rest, ()) in &rows {
         let Some((_, order_id)) = rest.split_once(':') else { continue };
@@ -204,7 +231,7 @@ async fn customer_orders(
             order_id: id,
             status: v.status(),
             cancel_reason: v.cancel_reason().map(|r| r.as_str()),
-            created_at_ms: v.record.created_at_ms,
+            created_at_ms: v.placed_at_ms,
             total_cents: v.total_cents,
         })
         .collect();
@@ -234,7 +261,11 @@ fn counts_body(c: &Counts) -> Value {
 }
 
 async fn stats(State(store): State<StoreReader>) -> Result<Response, ApiError> {
-    let read_to = read_to(&store)?;
+    off_thread(move || stats_body(&store)).await
+}
+
+fn stats_body(store: &StoreReader) -> Result<Response, ApiError> {
+    let read_to = read_to(store)?;
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let all: Counts = store.row("stats", ALL_TIME)?.unwrap_or_default();
     let this_hour = now_ms.div_euclid(HOUR_MS) * HOUR_MS;

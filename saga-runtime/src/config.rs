@@ -118,8 +118,9 @@ pub struct RuntimeArgs {
     /// Bytes a fetch waits for before the broker answers (or `--fetch-wait-ms` passes), as the
     /// Java consumer's `fetch.min.bytes`. Above 1, fewer and bigger batches: fewer commits,
     /// and a row changed by several records of one batch is written once (the orders view).
+    /// At most 524288, the most one answer carries.
     #[arg(long, env = "SAGA_FETCH_MIN_BYTES", default_value_t = 1,
-          value_parser = clap::value_parser!(i32).range(1..=16 * 1024 * 1024))]
+          value_parser = clap::value_parser!(i32).range(1..=i64::from(crate::kafka::FETCH_RESPONSE_MAX_BYTES)))]
     pub fetch_min_bytes: i32,
 
     /// Most state rows per table kept in memory between batches; the rest are read from the

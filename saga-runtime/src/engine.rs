@@ -47,7 +47,7 @@ pub enum RuntimeError {
 /// It starts once the store is open and seeded, before Kafka is reached, so a port in use
 /// stops the binary at start-up; what it returns is dropped, to stop it, when the loop returns.
 /// An `Err` is one line that stops the binary.
-pub type Alongside = Box<dyn FnOnce(StoreReader) -> Result<Box<dyn std::any::Any>, String>>;
+pub type Alongside = Box<dyn FnOnce(StoreReader) -> Result<Box<dyn std::any::Any + Send>, String> + Send>;
 
 /// Runs a service binary: logging, config check, the loop until Ctrl-C/SIGTERM.
 /// A bad setting or a fatal error prints one line and exits non-zero.

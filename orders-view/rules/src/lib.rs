@@ -36,6 +36,13 @@ pub struct OrderView {
     pub record: OrderRecord,
     /// Whether order-service's outcome (`OrderCompleted` or `OrderCancelled`) has arrived.
     pub decided: bool,
+    /// When the order was placed: its `OrderCreated`'s saga start (the record's time, for one
+    /// typed by hand). Not the first event seen: a customer's cancellation may come first.
+    #[serde(default)]
+    pub placed_at_ms: Option<i64>,
+    /// When order-service published the outcome.
+    #[serde(default)]
+    pub decided_at_ms: Option<i64>,
     pub lines: Vec<LineItem>,
     pub total_cents: Option<u64>,
     pub country: Option<String>,
@@ -130,9 +137,13 @@ pub fn customer_prefix(customer_id: &str) -> String {
     format!("{:05}:{customer_id}:", customer_id.len())
 }
 
-/// One order's row in the `by_customer` table: under its customer, in order of creation.
+/// The latest time a `by_customer` key holds: 13 digits (the year 2286).
+pub const KEY_TIME_MAX_MS: i64 = 9_999_999_999_999;
+
+/// One order's row in the `by_customer` table: under its customer, in order of creation. A
+/// time is a producer's to choose, so it is clamped to what 13 digits hold.
 pub fn customer_key(customer_id: &str, created_at_ms: i64, order_id: &str) -> String {
-    format!("{}{:013}:{order_id}", customer_prefix(customer_id), created_at_ms.max(0))
+    format!("{}{:013}:{order_id}", customer_prefix(customer_id), created_at_ms.clamp(0, KEY_TIME_MAX_MS))
 }
 
 /// No seed data: everything comes from the topics.
@@ -202,8 +213,8 @@ impl OrdersView {
         debug!(order_id = %order_id, event = %input.meta.event_type, status = ?view.status(), "order view updated");
         if !before.placed && after.placed {
             self.count(at_ms, |c| c.placed += 1);
-            if let (Some(customer), Some(created)) = (&view.record.customer_id, view.record.created_at_ms) {
-                self.by_customer.insert(customer_key(customer, created, order_id.as_str()), ());
+            if let (Some(customer), Some(placed)) = (&view.record.customer_id, view.placed_at_ms) {
+                self.by_customer.insert(customer_key(customer, placed, order_id.as_str()), ());
             }
         }
         if let (None, Some(charged)) = (before.charged, after.charged) {
@@ -221,10 +232,14 @@ impl OrdersView {
         if !before.shipment_cancelled && after.shipment_cancelled {
             self.count(at_ms, |c| c.shipment_cancellations += 1);
         }
-        if !before.decided && after.decided {
+        // An outcome counts for an order placed: a cancellation request for an id never
+        // placed is cancelled by order-service, but no order ended. Counted in the hour of the
+        // outcome, whichever of the two arrived last.
+        if !before.ended && after.ended {
+            let decided_at = view.decided_at_ms.unwrap_or(at_ms);
             match view.record.cancelled {
-                Some(reason) => self.count(at_ms, |c| *c.cancelled.entry(reason.as_str().to_owned()).or_default() += 1),
-                None => self.count(at_ms, |c| c.completed += 1),
+                Some(reason) => self.count(decided_at, |c| *c.cancelled.entry(reason.as_str().to_owned()).or_default() += 1),
+                None => self.count(decided_at, |c| c.completed += 1),
             }
         }
         self.orders.insert(order_id.0, view);
@@ -238,7 +253,8 @@ struct Milestones {
     refunded: Option<u64>,
     released: bool,
     shipment_cancelled: bool,
-    decided: bool,
+    /// Placed, and its outcome published.
+    ended: bool,
 }
 
 impl Milestones {
@@ -249,7 +265,7 @@ impl Milestones {
             refunded: v.refunded_cents,
             released: v.record.released,
             shipment_cancelled: v.record.shipment_cancelled,
-            decided: v.decided,
+            ended: v.record.placed && v.decided,
         }
     }
 }
@@ -269,6 +285,10 @@ fn follow(view: &mut OrderView, order_id: &OrderId, input: &Envelope, ctx: &Cont
     }
     match &input.event {
         Event::OrderCreated(e) => {
+            view.placed_at_ms = Some(input.meta.saga_started_at_ms);
+            // The rules keep the first event's start, which a customer's request may have
+            // set; the view's rows must not depend on which came first.
+            view.record.created_at_ms = view.placed_at_ms;
             view.lines.clone_from(&e.items);
             view.total_cents = e.total_cents();
             view.country = Some(e.ship_to.country.clone());
@@ -281,11 +301,13 @@ fn follow(view: &mut OrderView, order_id: &OrderId, input: &Envelope, ctx: &Cont
         }
         Event::OrderCompleted(_) if !view.decided => {
             view.decided = true;
+            view.decided_at_ms = Some(input.meta.occurred_at_ms);
             view.record.completed = true;
             view.record.cancelled = None;
         }
         Event::OrderCancelled(e) if !view.decided => {
             view.decided = true;
+            view.decided_at_ms = Some(input.meta.occurred_at_ms);
             view.record.completed = false;
             view.record.cancelled = Some(e.reason);
         }
@@ -325,7 +347,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use shared_events::{
-        Address, OrderCancelled, OrderCompleted, OrderCreated, PaymentCompleted, PaymentRefunded, ShipmentCancelled,
+        Address, OrderCancellationRequested, OrderCancelled, OrderCompleted, OrderCreated, PaymentCompleted, PaymentRefunded, ShipmentCancelled,
         ShipmentScheduled, StockLine, StockReleased, StockReserved,
     };
 
@@ -384,6 +406,53 @@ mod tests {
         events
     }
 
+    /// A customer cancels an order after it was paid; and asks to cancel one never placed.
+    fn cancelled_by_request(id: &str, never_placed: &str) -> Vec<Envelope> {
+        let mut events = completed_saga(id);
+        events.truncate(2);
+        let o: OrderId = id.into();
+        let request = Envelope::root(OrderCancellationRequested { order_id: o.clone(), reason: None }.into(), T0 + 15);
+        let cancel = Envelope::caused_by(&request.meta, OrderCancelled { order_id: o.clone(), reason: CancelReason::CustomerRequest, detail: "asked".into() }.into(), T0 + 16);
+        let refund = Envelope::caused_by(&cancel.meta, PaymentRefunded { order_id: o, customer_id: "alice".into(), amount_cents: 5000 }.into(), T0 + 17);
+        let ghost: OrderId = never_placed.into();
+        let ghost_request = Envelope::root(OrderCancellationRequested { order_id: ghost.clone(), reason: None }.into(), T0 + 20);
+        let ghost_cancel = Envelope::caused_by(&ghost_request.meta, OrderCancelled { order_id: ghost, reason: CancelReason::CustomerRequest, detail: "asked".into() }.into(), T0 + 21);
+        events.extend([request, cancel, refund, ghost_request, ghost_cancel]);
+        events
+    }
+
+    /// What the view says of an order: not the rules' bookkeeping inside it (which request
+    /// cancelled an order may depend on what came first), but everything the API shows.
+    type Shown = (OrderStatus, Option<CancelReason>, Vec<Topic>, Vec<Topic>, [Option<u64>; 3], Vec<Step>, [Option<i64>; 2], Vec<LineItem>);
+
+    fn shown(views: BTreeMap<String, OrderView>) -> BTreeMap<String, Shown> {
+        views
+            .into_iter()
+            .map(|(id, v)| {
+                let shown = (
+                    v.status(),
+                    v.cancel_reason(),
+                    v.compensations_done(),
+                    v.compensations_awaited(),
+                    [v.total_cents, v.charged_cents, v.refunded_cents],
+                    v.timeline.clone(),
+                    [v.placed_at_ms, v.decided_at_ms],
+                    v.lines.clone(),
+                );
+                (id, shown)
+            })
+            .collect()
+    }
+
+    /// Every row of a table, for comparing two views whole.
+    fn rows<V: Clone + serde::de::DeserializeOwned>(table: &Table<V>) -> BTreeMap<String, V> {
+        let mut out = BTreeMap::new();
+        table.for_each(|k, v| {
+            out.insert(k.to_owned(), v.clone());
+        });
+        out
+    }
+
     fn view_of(events: &[Envelope]) -> OrdersView {
         let mut view = OrdersView::default();
         for e in events {
@@ -440,17 +509,22 @@ mod tests {
         fn any_arrival_order_with_duplicates_ends_the_same(
             done in Just(completed_saga("o-1")).prop_shuffle(),
             late in Just(timed_out_saga("o-2")).prop_shuffle(),
-            again in proptest::collection::vec(0usize..13, 0..6),
+            asked in Just(cancelled_by_request("o-3", "o-9")).prop_shuffle(),
+            again in proptest::collection::vec(0usize..20, 0..6),
         ) {
-            let expected = view_of(&[completed_saga("o-1"), timed_out_saga("o-2")].concat());
-            let mut events: Vec<Envelope> = done.into_iter().chain(late).collect();
+            let expected = view_of(&[completed_saga("o-1"), timed_out_saga("o-2"), cancelled_by_request("o-3", "o-9")].concat());
+            let mut events: Vec<Envelope> = done.into_iter().chain(late).chain(asked).collect();
             let copies: Vec<Envelope> = again.iter().map(|i| events[i % events.len()].clone()).collect();
             events.extend(copies);
             let view = view_of(&events);
-            for id in ["o-1", "o-2"] {
-                prop_assert_eq!(view.orders.get(id), expected.orders.get(id));
-            }
-            prop_assert_eq!(view.stats.get(ALL_TIME), expected.stats.get(ALL_TIME));
+            prop_assert_eq!(shown(rows(&view.orders)), shown(rows(&expected.orders)));
+            prop_assert_eq!(rows(&view.stats), rows(&expected.stats));
+            prop_assert_eq!(rows(&view.by_customer), rows(&expected.by_customer));
+            // The order cancelled on request was placed at its creation, not its request.
+            prop_assert_eq!(view.orders.get("o-3").and_then(|o| o.placed_at_ms), Some(T0));
+            // Three orders ended; the request for one never placed ended none.
+            let all = view.stats.get(ALL_TIME).unwrap();
+            prop_assert_eq!((all.placed, all.completed, all.cancelled_total()), (3, 1, 2));
         }
     }
 }

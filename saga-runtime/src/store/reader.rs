@@ -20,36 +20,58 @@ use shared_events::Topic;
 use super::keys::STATE;
 use super::StoreError;
 
-/// Most bytes of rows [`Committed`] holds; past it, it starts again empty (the rest are read
-/// from sled).
+/// About the most bytes of rows [`Committed`] holds: two generations of up to half of it each.
+/// When the newer one fills, the older one is dropped (its rows are read from sled again) and
+/// the newer one becomes the older, so the rows most recently committed stay in memory.
 pub const COMMITTED_BYTES: usize = 128 << 20;
+
+/// What a row in memory costs beside its key and value: the map's slot, the `String` and the
+/// `Arc` headers.
+const ROW_OVERHEAD: usize = 96;
 
 /// The rows and offsets of the commits made since the reader was made, as written.
 pub(super) struct Committed {
-    /// By full key; `None`: deleted.
+    /// By full key; `None`: deleted. Newer commits' rows.
     pub(super) rows: HashMap<String, Option<Arc<[u8]>>>,
-    /// Bytes of the keys and values in `rows`.
+    /// The generation before `rows`: looked up when `rows` has no entry.
+    older: HashMap<String, Option<Arc<[u8]>>>,
+    /// What `rows` costs, keys, values and [`ROW_OVERHEAD`].
     bytes: usize,
     offsets: HashMap<(Topic, i32), i64>,
 }
 
+fn row_bytes(key: &str, value: &Option<Arc<[u8]>>) -> usize {
+    ROW_OVERHEAD + key.len() + value.as_ref().map_or(0, |v| v.len())
+}
+
 impl Committed {
     pub(super) fn new(offsets: HashMap<(Topic, i32), i64>) -> Self {
-        Committed { rows: HashMap::new(), bytes: 0, offsets }
+        Committed { rows: HashMap::new(), older: HashMap::new(), bytes: 0, offsets }
+    }
+
+    /// The row under a full key, if a commit since the reader was made wrote it (`Some(None)`:
+    /// deleted); `None` if it must be read from sled.
+    pub(super) fn get(&self, key: &str) -> Option<Option<Arc<[u8]>>> {
+        self.rows.get(key).or_else(|| self.older.get(key)).cloned()
     }
 
     /// One commit's rows and offsets, applied to the store already.
     pub(super) fn apply(&mut self, rows: Vec<(String, Option<Arc<[u8]>>)>, offsets: &HashMap<(Topic, i32), i64>) {
-        let size = |k: &String, v: &Option<Arc<[u8]>>| k.len() + v.as_ref().map_or(0, |v| v.len());
         for (key, value) in rows {
-            let new = size(&key, &value);
-            if let Some(old) = self.rows.insert(key.clone(), value) {
-                self.bytes -= size(&key, &old);
+            let new = row_bytes(&key, &value);
+            match self.rows.get_mut(&key) {
+                Some(old) => {
+                    self.bytes = self.bytes - row_bytes(&key, old) + new;
+                    *old = value;
+                }
+                None => {
+                    self.bytes += new;
+                    self.rows.insert(key, value);
+                }
             }
-            self.bytes += new;
         }
-        if self.bytes > COMMITTED_BYTES {
-            self.rows.clear();
+        if self.bytes > COMMITTED_BYTES / 2 {
+            self.older = std::mem::take(&mut self.rows);
             self.bytes = 0;
         }
         self.offsets.extend(offsets);
@@ -67,7 +89,7 @@ impl StoreReader {
     /// The row under `key` in `table`.
     pub fn row<V: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<V>, StoreError> {
         let full = format!("{STATE}{table}/{key}");
-        let cached = self.committed.read().unwrap_or_else(PoisonError::into_inner).rows.get(&full).cloned();
+        let cached = self.committed.read().unwrap_or_else(PoisonError::into_inner).get(&full);
         let decode = |bytes: &[u8]| serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: full.clone(), reason: e.to_string() });
         match cached {
             Some(Some(bytes)) => decode(&bytes).map(Some),
@@ -108,5 +130,35 @@ impl StoreReader {
     /// is in the rows (the committed state, not yet necessarily durable).
     pub fn offsets(&self) -> Result<HashMap<(Topic, i32), i64>, StoreError> {
         Ok(self.committed.read().unwrap_or_else(PoisonError::into_inner).offsets.clone())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn value(n: usize) -> Option<Arc<[u8]>> {
+        Some(Arc::from(vec![b'x'; n]))
+    }
+
+    #[test]
+    fn a_row_written_again_counts_once_and_a_full_generation_becomes_the_older() {
+        let mut c = Committed::new(HashMap::new());
+        c.apply(vec![("a".into(), value(10)), ("a".into(), value(20))], &HashMap::new());
+        assert_eq!(c.bytes, ROW_OVERHEAD + 1 + 20, "the second write replaces the first");
+        c.apply(vec![("a".into(), None)], &HashMap::new());
+        assert_eq!((c.bytes, c.get("a")), (ROW_OVERHEAD + 1, Some(None)), "a delete is remembered");
+        // Fill the newer generation: it becomes the older, still answered, and the next rows
+        // start a new one.
+        let big = COMMITTED_BYTES / 2;
+        c.apply(vec![("b".into(), value(big))], &HashMap::new());
+        assert_eq!((c.rows.len(), c.older.len(), c.bytes), (0, 2, 0));
+        assert_eq!(c.get("b").flatten().map(|v| v.len()), Some(big));
+        c.apply(vec![("c".into(), value(1))], &HashMap::new());
+        assert!(c.get("b").is_some() && c.get("c").is_some());
+        // The next time the newer fills, the oldest rows go (to be read from sled).
+        c.apply(vec![("d".into(), value(big))], &HashMap::new());
+        assert_eq!((c.get("a"), c.get("b").is_some(), c.get("d").is_some()), (None, false, true));
     }
 }

@@ -105,7 +105,7 @@ pub fn bin_dir() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.current_dir(repo_root()).args(["build", "--quiet", "--bins"]);
-        for s in SERVICES.iter().chain(&["saga-cli"]) {
+        for s in SERVICES.iter().chain(&["orders-view", "saga-cli"]) {
             build.args(["-p", s]);
         }
         if release {
