@@ -151,13 +151,21 @@ impl<'a> OrderBody<'a> {
 
 async fn order(State(store): State<StoreReader>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let Path(order_id) = path.map_err(bad_path)?;
-    off_thread(move || order_body(&store, &order_id)).await
+    // Offsets first: whatever they cover is in the row read after them. Both in memory, most
+    // often: then answered here, without the hop to the blocking pool.
+    let read_to = read_to(&store)?;
+    match store.row_in_memory::<OrderView>("orders", &order_id) {
+        Some(found) => order_answer(&order_id, found?, read_to),
+        None => off_thread(move || {
+            let found = store.row::<OrderView>("orders", &order_id)?;
+            order_answer(&order_id, found, read_to)
+        })
+        .await,
+    }
 }
 
-fn order_body(store: &StoreReader, order_id: &str) -> Result<Response, ApiError> {
-    // Offsets first: whatever they cover is in the row read after them.
-    let read_to = read_to(store)?;
-    match store.row::<OrderView>("orders", order_id)? {
+fn order_answer(order_id: &str, found: Option<OrderView>, read_to: Value) -> Result<Response, ApiError> {
+    match found {
         Some(view) => {
             let mut body = json!(OrderBody::of(order_id, &view));
             body["read_to"] = read_to;

@@ -88,17 +88,25 @@ pub struct StoreReader {
 impl StoreReader {
     /// The row under `key` in `table`.
     pub fn row<V: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<V>, StoreError> {
-        let full = format!("{STATE}{table}/{key}");
-        let cached = self.committed.read().unwrap_or_else(PoisonError::into_inner).get(&full);
-        let decode = |bytes: &[u8]| serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: full.clone(), reason: e.to_string() });
-        match cached {
-            Some(Some(bytes)) => decode(&bytes).map(Some),
-            Some(None) => Ok(None),
-            None => match self.db.get(full.as_bytes())? {
-                None => Ok(None),
-                Some(value) => decode(&value).map(Some),
-            },
+        if let Some(found) = self.row_in_memory(table, key) {
+            return found;
         }
+        let full = format!("{STATE}{table}/{key}");
+        match self.db.get(full.as_bytes())? {
+            None => Ok(None),
+            Some(value) => serde_json::from_slice(&value).map(Some).map_err(|e| StoreError::Corrupt { key: full, reason: e.to_string() }),
+        }
+    }
+
+    /// The row under `key` in `table` if memory has it (a commit since the reader was made
+    /// wrote it): never waits for sled. `None`: [`StoreReader::row`] must read sled.
+    pub fn row_in_memory<V: DeserializeOwned>(&self, table: &str, key: &str) -> Option<Result<Option<V>, StoreError>> {
+        let full = format!("{STATE}{table}/{key}");
+        let cached = self.committed.read().unwrap_or_else(PoisonError::into_inner).get(&full)?;
+        Some(match cached {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt { key: full, reason: e.to_string() }),
+            None => Ok(None),
+        })
     }
 
     /// At most `limit` rows of `table` whose keys start with `prefix` and, after it, sort
