@@ -370,6 +370,9 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     };
     procs::mark(&mut services);
     let broker = procs::CpuMeter::start(args.broker_pid);
+    // The load generator's own share of the machine: its orders, its reading of the terminal
+    // topics, and the view's requests.
+    let generator = procs::CpuMeter::start(Some(std::process::id()));
     let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let sampler = tokio::spawn(async move {
         let mut services = services;
@@ -393,6 +396,7 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     let mut services = sampler.await?;
     let usage = procs::usage(&mut services);
     let broker_cpu_percent = broker.and_then(|m| m.percent());
+    let generator_cpu_percent = generator.and_then(|m| m.percent());
     // Still running: how far behind the view is now that the last order ended, and how long
     // until it has counted every outcome.
     let view = match &view_url {
@@ -407,5 +411,5 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
     };
     procs::stop(services);
     let (sent, arrived) = measured?;
-    Ok(RunResult { broker_cpu_percent, view, ..RunResult::from_times(&sent, &arrived, payload_bytes, usage) })
+    Ok(RunResult { broker_cpu_percent, generator_cpu_percent, view, ..RunResult::from_times(&sent, &arrived, payload_bytes, usage) })
 }

@@ -22,6 +22,8 @@ pub struct RunResult {
     pub services: Vec<Usage>,
     /// The broker's CPU over the measured part (100% = one core), when `--broker-pid` is given.
     pub broker_cpu_percent: Option<f64>,
+    /// The bench's own CPU over the measured part: what the load itself takes from the machine.
+    pub generator_cpu_percent: Option<f64>,
     /// Latency by half-second of sending, to tell a steady tail from a stall.
     pub timeline: Vec<Slice>,
     /// The orders view, with `--with-view`.
@@ -80,6 +82,7 @@ impl RunResult {
             payload_bytes,
             services,
             broker_cpu_percent: None,
+            generator_cpu_percent: None,
             timeline,
             view: None,
         }
@@ -122,6 +125,9 @@ impl Report {
         for (name, r) in &self.runs {
             if let Some(cpu) = r.broker_cpu_percent {
                 println!("{name}: broker {cpu:.0}% CPU");
+            }
+            if let Some(cpu) = r.generator_cpu_percent {
+                println!("{name}: load generator {cpu:.0}% CPU");
             }
         }
         for (name, r) in &self.runs {
