@@ -40,7 +40,7 @@ pub struct Slice {
 }
 
 /// The `p` quantile of sorted latencies.
-fn quantile(sorted: &[f64], p: f64) -> f64 {
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0)
 }
 

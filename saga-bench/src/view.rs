@@ -124,7 +124,7 @@ pub fn load(base: String, ids: Vec<String>, rps: f64, stop: Arc<AtomicBool>) -> 
         let seconds = start.elapsed().as_secs_f64();
         let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         lat.sort_by(f64::total_cmp);
-        let q = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+        let q = |p: f64| crate::report::quantile(&lat, p);
         HttpResult {
             target_rps: rps,
             achieved_rps: lat.len() as f64 / seconds.max(f64::EPSILON),

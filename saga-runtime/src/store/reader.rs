@@ -32,7 +32,7 @@ const ROW_OVERHEAD: usize = 96;
 /// The rows and offsets of the commits made since the reader was made, as written.
 pub(super) struct Committed {
     /// By full key; `None`: deleted. Newer commits' rows.
-    pub(super) rows: HashMap<String, Option<Arc<[u8]>>>,
+    rows: HashMap<String, Option<Arc<[u8]>>>,
     /// The generation before `rows`: looked up when `rows` has no entry.
     older: HashMap<String, Option<Arc<[u8]>>>,
     /// What `rows` costs, keys, values and [`ROW_OVERHEAD`].
