@@ -38,8 +38,8 @@ pub fn router(store: StoreReader) -> Router {
         .with_state(store)
 }
 
-/// Runs a handler's store reads off the server's one thread: a read that waits for sled's
-/// lock must not hold up every other request.
+/// Runs a handler's store scans off the server's one thread: a scan waits for sled's lock
+/// while a commit is applied, and must not hold up every other request.
 async fn off_thread(read: impl FnOnce() -> Result<Response, ApiError> + Send + 'static) -> Result<Response, ApiError> {
     tokio::task::spawn_blocking(read)
         .await
@@ -88,7 +88,7 @@ impl From<StoreError> for ApiError {
 /// before those offsets is in the answer.
 fn read_to(store: &StoreReader) -> Result<Value, ApiError> {
     let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for ((topic, partition), next) in store.offsets()? {
+    for (&(topic, partition), &next) in store.offsets()?.iter() {
         out.entry(topic.as_str().to_owned()).or_default().insert(partition.to_string(), next);
     }
     Ok(json!(out))
@@ -151,17 +151,11 @@ impl<'a> OrderBody<'a> {
 
 async fn order(State(store): State<StoreReader>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let Path(order_id) = path.map_err(bad_path)?;
-    // Offsets first: whatever they cover is in the row read after them. Both in memory, most
-    // often: then answered here, without the hop to the blocking pool.
+    // Offsets first: whatever they cover is in the row read after them. A row read never
+    // waits for the loop, so it is answered here, without a hop to the blocking pool.
     let read_to = read_to(&store)?;
-    match store.row_in_memory::<OrderView>("orders", &order_id) {
-        Some(found) => order_answer(&order_id, found?, read_to),
-        None => off_thread(move || {
-            let found = store.row::<OrderView>("orders", &order_id)?;
-            order_answer(&order_id, found, read_to)
-        })
-        .await,
-    }
+    let found = store.row::<OrderView>("orders", &order_id)?;
+    order_answer(&order_id, found, read_to)
 }
 
 fn order_answer(order_id: &str, found: Option<OrderView>, read_to: Value) -> Result<Response, ApiError> {
@@ -269,7 +263,7 @@ fn counts_body(c: &Counts) -> Value {
 }
 
 async fn stats(State(store): State<StoreReader>) -> Result<Response, ApiError> {
-    off_thread(move || stats_body(&store)).await
+    stats_body(&store)
 }
 
 fn stats_body(store: &StoreReader) -> Result<Response, ApiError> {

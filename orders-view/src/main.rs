@@ -29,8 +29,15 @@ struct Cli {
 #[global_allocator]
 static ALLOCATOR: saga_runtime::Allocator = saga_runtime::Allocator;
 
+/// The view's sled cache unless `--store-cache-mb` says otherwise. Every request reads a row,
+/// and an order's row is rewritten as its events arrive: with the services' 4 MiB, nearly every
+/// read and write pulled its page back from the log, and the view fell behind the half-rate
+/// saga (BENCHMARKS.md).
+const STORE_CACHE_MB: u32 = 256;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.runtime.store_cache_mb.get_or_insert(STORE_CACHE_MB);
     let addr = cli.http_addr;
     let serve: saga_runtime::Alongside = Box::new(move |store| {
         let endpoint = saga_runtime::endpoint::serve_router("the orders view", &addr, api::router(store)).map_err(|e| e.to_string())?;

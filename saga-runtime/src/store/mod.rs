@@ -45,8 +45,7 @@ use keys::{
 };
 pub use keys::CHUNK_BYTES;
 pub use outbox::{OutboxBatch, OutboxCleaner, OutboxEntry, OutboxKey};
-use reader::Committed;
-pub use reader::{StoreReader, COMMITTED_BYTES};
+pub use reader::{Offsets, StoreReader};
 pub use saga_core::Commit;
 
 /// Store failures. All are fatal: the in-memory state may no longer match the disk, so the
@@ -78,7 +77,8 @@ pub struct Store {
     /// Published outbox keys, deleted with the next commit: see [`OutboxCleaner`].
     published: Arc<Mutex<Vec<OutboxKey>>>,
     /// What a [`StoreReader`] answers from memory, once one was made.
-    committed: Option<Arc<RwLock<Committed>>>,
+    /// Where committed batches have read to, for readers; `None` until one is made.
+    reader_offsets: Option<reader::SharedOffsets>,
 }
 
 impl Store {
@@ -130,7 +130,7 @@ impl Store {
                 next_seq = next_seq.max(seq_of(prefix, &key).map_or(0, |s| s + 1));
             }
         }
-        Ok(Store { db, next_seq, applied, published: Arc::default(), committed: None })
+        Ok(Store { db, next_seq, applied, published: Arc::default(), reader_offsets: None })
     }
 
     /// Whether seed data was already written.
@@ -170,13 +170,13 @@ impl Store {
     }
 
     /// A read-only handle on the committed rows, for another thread. From now on every
-    /// commit's rows and offsets are also kept in memory for it (up to [`COMMITTED_BYTES`]).
+    /// commit's offsets are also kept in memory for it.
     pub fn reader(&mut self) -> Result<StoreReader, StoreError> {
-        let committed = match &self.committed {
-            Some(c) => Arc::clone(c),
-            None => Arc::clone(self.committed.insert(Arc::new(RwLock::new(Committed::new(self.offsets()?))))),
+        let offsets = match &self.reader_offsets {
+            Some(o) => Arc::clone(o),
+            None => Arc::clone(self.reader_offsets.insert(Arc::new(RwLock::new(Arc::new(self.offsets()?))))),
         };
-        Ok(StoreReader { db: self.db.clone(), committed })
+        Ok(StoreReader { db: self.db.clone(), offsets })
     }
 
     /// Whether the effects of this event are already in the store.
@@ -214,19 +214,14 @@ impl Store {
         for key in self.take_published() {
             batch.remove(key);
         }
-        // A copy for the reader, if one was made: one copy of each changed row's bytes.
-        let mut for_reader = self.committed.as_ref().map(|_| (Vec::with_capacity(commit.rows.len()), commit.offsets.clone()));
         for (table, (key, value)) in commit.rows {
             let full = format!("{STATE}{table}/{key}");
-            if let Some((rows, _)) = &mut for_reader {
-                rows.push((full.clone(), value.as_deref().map(Arc::from)));
-            }
             match value {
                 Some(v) => batch.insert(full.as_bytes(), v),
                 None => batch.remove(full.as_bytes()),
             }
         }
-        for ((topic, partition), next) in commit.offsets {
+        for ((topic, partition), next) in &commit.offsets {
             batch.insert(format!("{OFFSET}{topic}/{partition}").as_bytes(), &next.to_be_bytes());
         }
         self.applied.add(&self.db, seq, &commit.applied, &mut batch)?;
@@ -245,8 +240,13 @@ impl Store {
             Some(OutboxBatch { keys, entries: commit.outbox })
         };
         self.db.apply_batch(batch)?;
-        if let (Some(committed), Some((rows, offsets))) = (&self.committed, for_reader) {
-            committed.write().unwrap_or_else(PoisonError::into_inner).apply(rows, &offsets);
+        // After the batch: a reader's offsets never claim more than its rows hold. The new
+        // map is made outside the lock, so a reader waits for a pointer's swap at most, never
+        // for this thread (which may be off the CPU) to copy it.
+        if let Some(offsets) = &self.reader_offsets {
+            let mut next = HashMap::clone(&offsets.read().unwrap_or_else(PoisonError::into_inner));
+            next.extend(commit.offsets);
+            *offsets.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         }
         self.applied.remember(commit.applied);
         Ok(written)
@@ -360,7 +360,25 @@ mod tests {
     use crate::state::Table;
 
     #[test]
-    fn a_reader_sees_rows_from_before_it_from_sled_and_later_commits_from_memory() {
+    fn a_reader_reads_a_row_while_sled_holds_its_batch_lock() {
+        // sled's `get` waits while its concurrency-control lock is held for writing, as
+        // `apply_batch` holds it; a transaction holds it through its closure, which makes the
+        // wait observable.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.commit(Commit { rows: vec![("orders", ("o".to_owned(), Some(b"7".to_vec())))], ..Commit::default() }).unwrap();
+        let reader = store.reader().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let read: sled::transaction::TransactionResult<Option<u32>, ()> = store.db.transaction(|_| {
+            let (reader, tx) = (reader.clone(), tx.clone());
+            std::thread::spawn(move || tx.send(reader.row::<u32>("orders", "o").unwrap()));
+            Ok(rx.recv_timeout(std::time::Duration::from_secs(10)).ok().flatten())
+        });
+        assert_eq!(read.unwrap(), Some(7), "the read waited for the lock");
+    }
+
+    #[test]
+    fn a_reader_sees_rows_and_offsets_from_before_it_and_of_later_commits() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), 1 << 20).unwrap();
         let row = |key: &str, value: Option<&str>| ("orders", (key.to_owned(), value.map(|v| v.as_bytes().to_vec())));
@@ -368,11 +386,9 @@ mod tests {
         store.commit(Commit { rows: vec![row("old", Some("1"))], offsets, ..Commit::default() }).unwrap();
         let reader = store.reader().unwrap();
         assert_eq!(reader.offsets().unwrap()[&(Topic::OrderCreated, 0)], 5, "where the store stood when it was made");
-        assert_eq!(reader.row::<u32>("orders", "old").unwrap(), Some(1), "from sled");
-        assert!(reader.committed.read().unwrap().get("state/orders/old").is_none());
+        assert_eq!(reader.row::<u32>("orders", "old").unwrap(), Some(1));
         let offsets = HashMap::from([((Topic::OrderCreated, 0), 9)]);
         store.commit(Commit { rows: vec![row("new", Some("2")), row("old", None)], offsets, ..Commit::default() }).unwrap();
-        assert!(reader.committed.read().unwrap().get("state/orders/new").is_some(), "answered from memory");
         assert_eq!((reader.row::<u32>("orders", "new").unwrap(), reader.row::<u32>("orders", "old").unwrap()), (Some(2), None));
         assert_eq!(reader.offsets().unwrap()[&(Topic::OrderCreated, 0)], 9);
         // And sled agrees.

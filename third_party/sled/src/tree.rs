@@ -423,6 +423,37 @@ impl Tree {
         }
     }
 
+    /// Retrieve a value from the `Tree` if it exists, without waiting for
+    /// a batch or transaction being applied, or for a flush that holds them
+    /// off. The value is the key's last write, which may belong to a batch
+    /// not yet wholly applied: two such reads may see different parts of
+    /// one batch, which `get` never does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let config = sled::Config::new().temporary(true);
+    /// # let db = config.open()?;
+    /// let mut batch = sled::Batch::default();
+    /// batch.insert(&[0], vec![0]);
+    /// db.apply_batch(batch)?;
+    /// assert_eq!(db.get_unisolated(&[0]), Ok(Some(sled::IVec::from(vec![0]))));
+    /// assert_eq!(db.get_unisolated(&[1]), Ok(None));
+    /// # Ok(()) }
+    /// ```
+    pub fn get_unisolated<K: AsRef<[u8]>>(
+        &self,
+        key: K,
+    ) -> Result<Option<IVec>> {
+        let mut guard = pin();
+        loop {
+            if let Ok(get) = self.get_inner(key.as_ref(), &mut guard)? {
+                return Ok(get);
+            }
+        }
+    }
+
     pub(crate) fn get_inner(
         &self,
         key: &[u8],
