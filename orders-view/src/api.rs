@@ -151,8 +151,9 @@ impl<'a> OrderBody<'a> {
 
 async fn order(State(store): State<StoreReader>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let Path(order_id) = path.map_err(bad_path)?;
-    // Offsets first: whatever they cover is in the row read after them. A row read never
-    // waits for the loop, so it is answered here, without a hop to the blocking pool.
+    // Offsets first: whatever they cover is in the row read after them. A row read does not
+    // wait for the loop's commits (a page sled must read back is the rare exception), so it
+    // is answered here, without a hop to the blocking pool.
     let read_to = read_to(&store)?;
     let found = store.row::<OrderView>("orders", &order_id)?;
     order_answer(&order_id, found, read_to)

@@ -129,12 +129,13 @@ pub struct RuntimeArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub resident_rows: u32,
 
-    /// Most MiB of the store's pages sled keeps in memory [default: 4; orders-view: 256]. Rows
-    /// are read back on demand, so a service needs only the hot pages (offsets, the outbox
-    /// tail, recent rows); a store read for every request, whose rows are rewritten across
-    /// its whole history (the orders view), wants its working set.
-    #[arg(long, env = "SAGA_STORE_CACHE_MB", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
-    pub store_cache_mb: Option<u32>,
+    /// Most MiB of the store's pages sled keeps in memory. Rows are read back on demand, so a
+    /// service needs only the hot pages (offsets, the outbox tail, recent rows); a store read
+    /// for every request, whose rows are rewritten across its whole history (the orders
+    /// view), wants its working set.
+    #[arg(long, env = "SAGA_STORE_CACHE_MB", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub store_cache_mb: u32,
 
     /// How many of the latest applied event ids are remembered to drop a redelivered event
     /// unseen. An older duplicate reaches the rules, which ignore what they already did
@@ -383,7 +384,7 @@ impl RuntimeArgs {
             fetch_min_bytes: self.fetch_min_bytes,
             // At 16 MiB sled's cache took ~20 MiB more RSS per service, and grew with history
             // (BENCHMARKS.md).
-            cache_bytes: u64::from(self.store_cache_mb.unwrap_or(4)) << 20,
+            cache_bytes: u64::from(self.store_cache_mb) << 20,
             resident_rows: self.resident_rows as usize,
             dedup_window: self.dedup_window as usize,
             max_backoff: Duration::from_secs(5),

@@ -76,7 +76,6 @@ pub struct Store {
     applied: AppliedWindow,
     /// Published outbox keys, deleted with the next commit: see [`OutboxCleaner`].
     published: Arc<Mutex<Vec<OutboxKey>>>,
-    /// What a [`StoreReader`] answers from memory, once one was made.
     /// Where committed batches have read to, for readers; `None` until one is made.
     reader_offsets: Option<reader::SharedOffsets>,
 }
@@ -241,12 +240,13 @@ impl Store {
         };
         self.db.apply_batch(batch)?;
         // After the batch: a reader's offsets never claim more than its rows hold. The new
-        // map is made outside the lock, so a reader waits for a pointer's swap at most, never
-        // for this thread (which may be off the CPU) to copy it.
+        // map is made, and the old one freed, outside the lock, so a reader waits for a
+        // pointer's swap at most, never for this thread (which may be off the CPU) to copy.
         if let Some(offsets) = &self.reader_offsets {
             let mut next = HashMap::clone(&offsets.read().unwrap_or_else(PoisonError::into_inner));
             next.extend(commit.offsets);
-            *offsets.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+            let old = std::mem::replace(&mut *offsets.write().unwrap_or_else(PoisonError::into_inner), Arc::new(next));
+            drop(old);
         }
         self.applied.remember(commit.applied);
         Ok(written)
@@ -369,12 +369,13 @@ mod tests {
         store.commit(Commit { rows: vec![("orders", ("o".to_owned(), Some(b"7".to_vec())))], ..Commit::default() }).unwrap();
         let reader = store.reader().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let read: sled::transaction::TransactionResult<Option<u32>, ()> = store.db.transaction(|_| {
+        let read: sled::transaction::TransactionResult<_, ()> = store.db.transaction(|_| {
             let (reader, tx) = (reader.clone(), tx.clone());
-            std::thread::spawn(move || tx.send(reader.row::<u32>("orders", "o").unwrap()));
-            Ok(rx.recv_timeout(std::time::Duration::from_secs(10)).ok().flatten())
+            std::thread::spawn(move || tx.send(reader.row::<u32>("orders", "o")));
+            Ok(rx.recv_timeout(std::time::Duration::from_secs(10)))
         });
-        assert_eq!(read.unwrap(), Some(7), "the read waited for the lock");
+        let row = read.unwrap().expect("the read waited for the lock");
+        assert_eq!(row.unwrap(), Some(7));
     }
 
     #[test]

@@ -11,8 +11,14 @@
 //! lock that its `get` waits for, and that batch in turn waits for a flush's sync, so a plain
 //! `get` could wait out a commit, a sync, and the loop's thread off the CPU in between. A row
 //! is always one commit's whole value, but it may be from a commit still being applied, one
-//! newer than the offsets say: those are a lower bound. Offsets are kept in memory, updated
-//! after each commit is applied.
+//! newer than the offsets say: those are a lower bound. (A commit sled fails part-way is not
+//! rolled back in memory either way; its offsets never advance, and the service stops.)
+//! Offsets are kept in memory, swapped whole after each commit is applied.
+//!
+//! A row whose page is not in sled's cache is read from the log (`pread`), and if that page
+//! was written by a commit not yet flushed, the read first waits for that write: which is why
+//! a store read for every request wants a cache that holds its working set
+//! (`--store-cache-mb`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -38,8 +44,9 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    /// The row under `key` in `table`. Never waits for the loop's commits or flushes, so a
-    /// server can call it on its own thread.
+    /// The row under `key` in `table`. Never waits for a commit being applied, so a server
+    /// can call it on its own thread; a page not in sled's cache is read from disk (see the
+    /// module's doc).
     pub fn row<V: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<V>, StoreError> {
         let full = format!("{STATE}{table}/{key}");
         match self.db.get_unisolated(full.as_bytes())? {

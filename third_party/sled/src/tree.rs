@@ -427,7 +427,9 @@ impl Tree {
     /// a batch or transaction being applied, or for a flush that holds them
     /// off. The value is the key's last write, which may belong to a batch
     /// not yet wholly applied: two such reads may see different parts of
-    /// one batch, which `get` never does.
+    /// one batch, which `get` never does. Like `get`, a page missing from
+    /// the cache is read back from the log, which may wait for that part
+    /// of the log to be written.
     ///
     /// # Examples
     ///
