@@ -9,7 +9,20 @@ use std::process::Command;
 const IO_CRATES: &[&str] = &["sled", "rskafka", "tokio", "mio", "socket2", "hyper", "axum", "saga-runtime"];
 
 /// The crates that must stay free of them.
-const PURE: &[&str] = &["saga-core", "order-rules", "payment-rules", "inventory-rules", "shipping-rules", "orders-view-rules"];
+const PURE: &[&str] = &[
+    "saga-core",
+    "order-rules",
+    "payment-rules",
+    "inventory-rules",
+    "shipping-rules",
+    "orders-view-rules",
+    "reservations",
+    "trip-rules",
+    "flight-rules",
+    "hotel-rules",
+    "car-rules",
+    "billing-rules",
+];
 
 /// Every crate `package` builds with (normal dependencies, for this host), by name.
 fn dependencies(package: &str) -> BTreeSet<String> {

@@ -7,6 +7,8 @@
 //! - [`envelope`]: [`Metadata`] carried in Kafka headers, [`Envelope`] = metadata + event,
 //!   and the typed decode of a record into an envelope ([`decode_record`]).
 //! - [`text`]: input text made safe for logs (control characters escaped) and truncated.
+//! - [`travel`]: the travel saga's payloads (a second saga on the same runtime; not yet
+//!   carried as records).
 //! - [`partitioner`]: Kafka's Java-compatible murmur2 key partitioner, so tools place an order
 //!   where a Java client (or `kcat -X partitioner=murmur2_random`) would.
 //!
@@ -17,6 +19,7 @@ pub mod events;
 pub mod partitioner;
 pub mod text;
 pub mod topic;
+pub mod travel;
 
 pub use envelope::{
     decode_record, DecodeError, Envelope, EventId, Metadata, RawRecord, EncodedRecord,

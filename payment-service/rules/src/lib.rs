@@ -14,6 +14,36 @@ use shared_events::{
 };
 use tracing::{debug, info, warn};
 
+/// Wallets: balances in cents by customer. Shared with the travel saga's billing, whose
+/// charge is the same act on a different saga.
+pub mod wallet {
+    use saga_core::Table;
+    use shared_events::PaymentFailureReason;
+
+    /// Takes `amount_cents` from `customer_id`'s wallet, or says why not (and takes nothing).
+    pub fn charge(wallets: &mut Table<u64>, customer_id: &str, amount_cents: u64) -> Result<(), PaymentFailureReason> {
+        // Read first: a refusal must not mark the row changed.
+        match wallets.get(customer_id) {
+            None => Err(PaymentFailureReason::UnknownCustomer),
+            Some(b) if b < amount_cents => Err(PaymentFailureReason::InsufficientFunds),
+            Some(_) => {
+                if let Some(b) = wallets.get_mut(customer_id) {
+                    *b -= amount_cents;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives `amount_cents` back to `customer_id`'s wallet (made again if it was removed).
+    pub fn refund(wallets: &mut Table<u64>, customer_id: &str, amount_cents: u64) {
+        match wallets.get_mut(customer_id) {
+            Some(b) => *b = b.saturating_add(amount_cents),
+            None => wallets.insert(customer_id, amount_cents),
+        }
+    }
+}
+
 /// What payment knows about one order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -72,12 +102,7 @@ impl Payment {
         // Decoding rejects orders whose total overflows.
         let amount_cents = order.total_cents().unwrap_or(u64::MAX);
         let balance = self.wallets.get(&customer_id);
-        let declined = match balance {
-            None => Some(PaymentFailureReason::UnknownCustomer),
-            Some(b) if b < amount_cents => Some(PaymentFailureReason::InsufficientFunds),
-            Some(_) => None,
-        };
-        if let Some(reason) = declined {
+        if let Err(reason) = wallet::charge(&mut self.wallets, &customer_id, amount_cents) {
             info!(order_id = %order_id, customer_id, amount_cents, balance_cents = balance, reason = %reason, "payment declined → PaymentFailed");
             self.payments.insert(order_id, PaymentRecord::Declined { reason });
             return Some(Event::PaymentFailed(PaymentFailed {
@@ -86,9 +111,6 @@ impl Payment {
                 amount_cents,
                 reason,
             }));
-        }
-        if let Some(b) = self.wallets.get_mut(&customer_id) {
-            *b -= amount_cents;
         }
         info!(order_id = %order_id, customer_id, amount_cents, "wallet charged → PaymentCompleted");
         self.payments.insert(
@@ -109,10 +131,7 @@ impl Payment {
         let order_id = cancel.order_id.as_str();
         match self.payments.get(order_id) {
             Some(PaymentRecord::Charged { customer_id, amount_cents }) => {
-                match self.wallets.get_mut(&customer_id) {
-                    Some(b) => *b = b.saturating_add(amount_cents),
-                    None => self.wallets.insert(customer_id.clone(), amount_cents),
-                }
+                wallet::refund(&mut self.wallets, &customer_id, amount_cents);
                 self.payments.insert(
                     order_id,
                     PaymentRecord::Refunded { customer_id: customer_id.clone(), amount_cents },

@@ -1,0 +1,58 @@
+//! Car rules: cars per rental location and day. A trip's car leg asks for some cars for a run
+//! of days; it gets every day or none, and gives them back, once, if the trip is cancelled
+//! (see the `reservations` crate for the invariant).
+
+use std::collections::BTreeMap;
+
+use reservations::{Decision, Reservations, Unit};
+use serde::Deserialize;
+use shared_events::travel::{dates_from, CarLeg, Leg, LegReleased, TripCancelled, TripRequested, UnavailableReason};
+
+/// Cars per location, each day, on first start: `{"locations": {"BER": 10}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    pub locations: BTreeMap<String, u32>,
+}
+
+impl Default for Seed {
+    /// The demo rental locations.
+    fn default() -> Self {
+        Seed { locations: [("BER".into(), 10), ("LHR".into(), 12), ("SYD".into(), 4)].into() }
+    }
+}
+
+pub struct Cars {
+    pub cars: Reservations,
+}
+
+impl Default for Cars {
+    fn default() -> Self {
+        Cars { cars: Reservations::new(Leg::Car) }
+    }
+}
+
+impl Cars {
+    pub fn seed(&mut self, seed: Seed) {
+        self.cars.seed(seed.locations);
+    }
+
+    /// The cars a rental takes: one unit per day. `None` if the days leave the calendar.
+    pub fn units(leg: &CarLeg) -> Option<Vec<Unit>> {
+        let days = dates_from(&leg.pick_up, leg.days)?;
+        Some(days.into_iter().map(|day| Unit { resource: leg.location.clone(), day, count: leg.cars }).collect())
+    }
+
+    /// Reserves the trip's rental, if it asked for one.
+    pub fn on_trip_requested(&mut self, trip: &TripRequested) -> Option<Decision> {
+        let leg = trip.car.as_ref()?;
+        match Self::units(leg) {
+            Some(units) => self.cars.reserve(&trip.trip_id, units),
+            None => self.cars.refuse(&trip.trip_id, UnavailableReason::UnknownResource),
+        }
+    }
+
+    pub fn on_trip_cancelled(&mut self, cancelled: &TripCancelled) -> Option<LegReleased> {
+        self.cars.release(&cancelled.trip_id)
+    }
+}
