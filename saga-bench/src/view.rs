@@ -49,7 +49,7 @@ fn stats(agent: &ureq::Agent, base: &str) -> Result<serde_json::Value> {
 pub async fn records_behind(client: &Client, base: &str, prefix: &str, partitions: i32) -> Result<i64> {
     let stats = stats(&agent(), base)?;
     let mut behind = 0;
-    for topic in Topic::ALL {
+    for topic in Topic::ORDER {
         for partition in 0..partitions {
             let pc = client.partition_client(format!("{prefix}{topic}"), partition, UnknownTopicHandling::Retry).await?;
             let end = pc.get_offset(OffsetAt::Latest).await?;

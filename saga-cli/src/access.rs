@@ -29,12 +29,24 @@ pub struct Role {
 
 /// The services' names (and the view's), which are also their consumer groups' (see
 /// `--group-id`).
-const SERVICE_NAMES: [&str; 5] = ["order-service", "payment-service", "inventory-service", "shipping-service", "orders-view"];
+const SERVICE_NAMES: [&str; 10] = [
+    "order-service",
+    "payment-service",
+    "inventory-service",
+    "shipping-service",
+    "orders-view",
+    "trip-service",
+    "flight-service",
+    "hotel-service",
+    "car-service",
+    "billing-service",
+];
 
 impl Role {
     /// A saga service: it reads what it consumes, writes what it emits and `DeadLetter` (the
-    /// runtime parks input it cannot process), and sees and may create every saga topic (the
-    /// first service to start creates the topics and all check their partition counts agree).
+    /// runtime parks input it cannot process), and sees and may create every topic of its saga
+    /// (the first service to start creates the topics and all check their partition counts
+    /// agree).
     /// CREATE on a topic that exists grants nothing else: not deleting it, not altering it.
     pub fn service<S: Service>() -> Role {
         let writes = saga_runtime::topics_written(S::EMITS);
@@ -43,7 +55,7 @@ impl Role {
             about: "saga service",
             reads: S::CONSUMES.to_vec(),
             writes,
-            creates: Topic::ALL.to_vec(),
+            creates: shared_events::Saga::topics_of(S::CONSUMES, S::EMITS),
             commits_groups: vec![S::NAME],
             describes_groups: vec![],
         }
@@ -54,7 +66,7 @@ impl Role {
         let writes = Topic::ALL.into_iter().filter(|t| t.is_customer_writable()).collect();
         Role {
             name: "storefront",
-            about: "customers' orders and cancellations",
+            about: "customers' orders, trips and cancellations",
             reads: vec![],
             writes,
             creates: vec![],
@@ -121,6 +133,11 @@ pub fn roles() -> Vec<Role> {
         Role::service::<shipping_rules::Shipping>(),
         // A saga service's grants, and no more: it reads every topic and writes only DeadLetter.
         Role::service::<orders_view_rules::OrdersView>(),
+        Role::service::<trip_rules::Trips>(),
+        Role::service::<flight_rules::Flights>(),
+        Role::service::<hotel_rules::Hotels>(),
+        Role::service::<car_rules::Cars>(),
+        Role::service::<billing_rules::Billing>(),
         Role::storefront(),
         Role::monitor(),
     ]

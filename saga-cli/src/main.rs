@@ -354,7 +354,7 @@ async fn provision_acls(
             lines.entry((b.resource_type.code(), b.operation.code(), status(b))).or_insert_with(|| (label, Vec::new())).1.push(name);
         }
         for ((_, _, status), (operation, names)) in lines {
-            let names = if names.len() == shared_events::Topic::ALL.len() { "every saga topic".to_owned() } else { names.join(", ") };
+            let names = topics_in_words(names);
             say(&format!("  {status:<11} {operation:<9} {names}"));
         }
     }
@@ -424,4 +424,25 @@ fn path_segment(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A list of topic names, shortened when it is all of them or all of one saga's.
+fn topics_in_words(names: Vec<String>) -> String {
+    use shared_events::{Saga, Topic};
+    let mut given = names.clone();
+    given.sort();
+    let sorted = |topics: Vec<Topic>| {
+        let mut n: Vec<String> = topics.iter().map(|t| t.as_str().to_owned()).collect();
+        n.sort();
+        n
+    };
+    if given == sorted(Topic::ALL.to_vec()) {
+        return "every saga topic".to_owned();
+    }
+    for (saga, words) in [(Saga::Order, "every order-saga topic"), (Saga::Travel, "every travel-saga topic")] {
+        if given == sorted(saga.topics()) {
+            return words.to_owned();
+        }
+    }
+    names.join(", ")
 }

@@ -33,6 +33,25 @@ pub fn facts(event: &Event) -> String {
             "{} could not read {}/{}@{}: {}",
             e.service, e.source_topic, e.source_partition, e.source_offset, e.error
         ),
+        Event::TripRequested(e) => {
+            let legs = [
+                e.flight.as_ref().map(|f| format!("flight {}×{} on {}", f.flight, f.seats, f.date)),
+                e.hotel.as_ref().map(|h| format!("hotel {}×{} for {} nights from {}", h.hotel, h.rooms, h.nights, h.check_in)),
+                e.car.as_ref().map(|c| format!("car {}×{} for {} days from {}", c.location, c.cars, c.days, c.pick_up)),
+            ];
+            let legs: Vec<String> = legs.into_iter().flatten().collect();
+            format!("{} asks for {} (total {} cents)", e.customer_id, legs.join(", "), e.total_cents().unwrap_or_default())
+        }
+        Event::FlightReserved(_) | Event::HotelReserved(_) | Event::CarReserved(_) => "reserved".to_owned(),
+        Event::FlightUnavailable(e) | Event::HotelUnavailable(e) | Event::CarUnavailable(e) => format!("{:?}", e.reason),
+        Event::FlightReleased(_) | Event::HotelReleased(_) | Event::CarReleased(_) => "released".to_owned(),
+        Event::TripReserved(e) => format!("every leg reserved; charge {} cents to {}", e.amount_cents, e.customer_id),
+        Event::TripCharged(e) => format!("charged {} cents to {}", e.amount_cents, e.customer_id),
+        Event::TripChargeDeclined(e) => format!("{}: {} cents from {}", e.reason, e.amount_cents, e.customer_id),
+        Event::TripConfirmed(e) => format!("booked for {} cents", e.amount_cents),
+        Event::TripCancelled(e) => format!("{:?}", e.reason),
+        Event::TripCancellationRequested(_) => "by the customer".to_owned(),
+        Event::TripCancellationRefused(_) => "the charge was already asked for".to_owned(),
     }
 }
 
@@ -49,8 +68,16 @@ pub enum Tone {
 pub fn tone(topic: Topic) -> Tone {
     match topic {
         t if t.is_compensation() => Tone::Compensation,
-        Topic::OrderCompleted | Topic::OrderCancelled => Tone::Terminal,
-        Topic::PaymentFailed | Topic::StockFailed | Topic::ShippingFailed | Topic::OrderCancellationRefused => Tone::Failure,
+        t if t.is_terminal() => Tone::Terminal,
+        Topic::PaymentFailed
+        | Topic::StockFailed
+        | Topic::ShippingFailed
+        | Topic::OrderCancellationRefused
+        | Topic::FlightUnavailable
+        | Topic::HotelUnavailable
+        | Topic::CarUnavailable
+        | Topic::TripChargeDeclined
+        | Topic::TripCancellationRefused => Tone::Failure,
         Topic::DeadLetter => Tone::Poison,
         _ => Tone::Progress,
     }

@@ -9,7 +9,8 @@ use std::collections::HashSet;
 
 use shared_events::envelope::decode_record;
 use shared_events::text::{self, Escaped};
-use shared_events::{DeadLetter, Envelope, Event, EventId, Metadata, Topic, SCHEMA_VERSION};
+use shared_events::travel::TripId;
+use shared_events::{DeadLetter, Envelope, Event, EventId, Metadata, Saga, Topic, SCHEMA_VERSION};
 use tracing::{info, warn};
 
 use crate::commit::{Commit, OutboxEntry};
@@ -96,9 +97,14 @@ pub fn process_batch<S: Service>(
                     let applied = id.applied_on(fetched.topic);
                     // A saga never started in the future; one that claims to would never time out.
                     input.meta.saga_started_at_ms = input.meta.saga_started_at_ms.min(now_ms);
-                    let order_id = input.event.order_id().map(|o| o.as_str()).unwrap_or_default();
                     if !seen.insert(applied) || store.is_applied(applied) {
-                        info!(order_id, event = %input.meta.event_type, event_id = %id, "duplicate ignored");
+                        match (input.event.order_id(), input.event.trip_id()) {
+                            (_, Some(trip_id)) => info!(trip_id = %trip_id, event = %input.meta.event_type, event_id = %id, "duplicate ignored"),
+                            (order_id, None) => {
+                                let order_id = order_id.map(|o| o.as_str()).unwrap_or_default();
+                                info!(order_id, event = %input.meta.event_type, event_id = %id, "duplicate ignored");
+                            }
+                        }
                         metrics.duplicate(fetched.topic);
                     } else {
                         let since_order_ms = now_ms.saturating_sub(input.meta.saga_started_at_ms);
@@ -211,7 +217,8 @@ pub fn refused_letter(service: &str, entry: &OutboxEntry, reason: &str, now_ms: 
             ..letter
         },
         _ => DeadLetter {
-            order_id: Some(entry.key.as_str().into()).filter(|o: &shared_events::OrderId| !o.0.is_empty() && !text::has_control(&o.0)),
+            order_id: readable_key(entry).filter(|_| saga_of(&entry.topic) == Some(Saga::Order)).map(shared_events::OrderId::from),
+            trip_id: readable_key(entry).filter(|_| saga_of(&entry.topic) == Some(Saga::Travel)).map(TripId::from),
             service: service.to_owned(),
             source_topic: entry.topic.clone(),
             source_partition: entry.partition,
@@ -290,8 +297,10 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
     };
     let (headers, headers_truncated) =
         bounded_headers(headers.into_iter().flatten().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v))));
+    let saga = fetched.topic.saga();
     let mut letter = DeadLetter {
-        order_id: if is_text { shared_events::envelope::sniff_order_id(value) } else { None },
+        order_id: if is_text && saga == Some(Saga::Order) { shared_events::envelope::sniff_order_id(value) } else { None },
+        trip_id: if is_text && saga == Some(Saga::Travel) { shared_events::envelope::sniff_trip_id(value) } else { None },
         service: service.to_owned(),
         source_topic: fetched.topic.as_str().to_owned(),
         source_partition: fetched.partition,
@@ -339,6 +348,16 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
         }
         budget /= 4;
     }
+}
+
+/// The saga a topic named in an outbox entry belongs to.
+fn saga_of(topic: &str) -> Option<Saga> {
+    topic.parse::<Topic>().ok().and_then(Topic::saga)
+}
+
+/// An outbox entry's key as a saga id, if it could be one (it names the order or trip).
+fn readable_key(entry: &OutboxEntry) -> Option<&str> {
+    Some(entry.key.as_str()).filter(|k| !k.is_empty() && !text::has_control(k))
 }
 
 #[cfg(test)]

@@ -270,6 +270,10 @@ pub struct RuntimeConfig {
     pub partitions: i32,
     pub replication_factor: i16,
     pub topic_prefix: String,
+    /// The topics of the sagas the service takes part in, `DeadLetter` included: the ones it
+    /// creates, checks and looks up leaders for. Filled in by [`crate::run_with`] from what the
+    /// service consumes and emits ([`shared_events::Saga::topics_of`]).
+    pub topics: Vec<shared_events::Topic>,
     /// See [`RuntimeArgs::group_id`].
     pub group_id: String,
     pub seed: Option<PathBuf>,
@@ -376,6 +380,7 @@ impl RuntimeArgs {
             partitions: self.partitions,
             replication_factor: self.replication_factor,
             topic_prefix: self.topic_prefix,
+            topics: Vec::new(),
             group_id,
             seed: self.seed,
             metrics_addr: self.metrics_addr,

@@ -101,6 +101,7 @@ pub async fn run_with<S: Service>(
     shutdown: impl Future<Output = ()>,
     alongside: Option<Alongside>,
 ) -> Result<(), RuntimeError> {
+    let config = RuntimeConfig { topics: shared_events::Saga::topics_of(S::CONSUMES, S::EMITS), ..config };
     tokio::pin!(shutdown);
     if config.unsafe_skip_fsync {
         warn!("UNSAFE: --unsafe-skip-fsync: events may be published before their effects are durable");

@@ -55,7 +55,7 @@ impl EventId {
     /// other lines or another customer is another event, which the order service parks as a
     /// conflict instead of dropping it unseen as a duplicate.
     pub fn for_event(event: &Event) -> EventId {
-        let order_id = event.order_id().map(|o| o.as_str()).unwrap_or_default();
+        let order_id = event.saga_id().unwrap_or_default();
         match event {
             Event::OrderCreated(_) => {
                 let mut name = format!("OrderCreated/{order_id}/").into_bytes();
@@ -185,7 +185,7 @@ impl Envelope {
             self.meta.saga_started_at_ms.to_string(),
         );
         EncodedRecord {
-            key: self.event.order_id().map(|o| o.0.clone()).unwrap_or_default(),
+            key: self.event.saga_id().unwrap_or_default().to_owned(),
             value: self.event.to_json(),
             headers,
         }
@@ -222,7 +222,7 @@ pub enum DecodeError {
     InvalidHeader { header: &'static str, reason: String },
     #[error("schema version {found} is newer than this service reads ({SCHEMA_VERSION})")]
     UnsupportedSchemaVersion { found: u32 },
-    #[error("record key `{key}` does not match order_id `{order_id}`")]
+    #[error("record key `{key}` does not match the payload's id (order_id or trip_id) `{order_id}`")]
     KeyMismatch { key: String, order_id: String },
 }
 
@@ -336,7 +336,7 @@ pub fn decode_record(raw: RawRecord<'_>) -> Result<Envelope, DecodeError> {
         .validate()
         .map_err(|(field, reason)| DecodeError::InvalidField { field, reason: reason.into() })?;
 
-    let order_id = event.order_id().map(|o| o.as_str()).unwrap_or_default();
+    let order_id = event.saga_id().unwrap_or_default();
     if let Some(key) = raw.key.filter(|k| !k.is_empty()) {
         if key != order_id.as_bytes() {
             return Err(DecodeError::KeyMismatch {
@@ -369,6 +369,18 @@ pub fn sniff_order_id(json: &[u8]) -> Option<crate::OrderId> {
         .ok()
         .map(|s| s.order_id)
         .filter(|o| !o.0.is_empty() && !crate::text::has_control(&o.0))
+}
+
+/// The `trip_id` of a payload that failed to decode, when that much can be read.
+pub fn sniff_trip_id(json: &[u8]) -> Option<crate::travel::TripId> {
+    #[derive(Deserialize)]
+    struct Sniff {
+        trip_id: crate::travel::TripId,
+    }
+    serde_json::from_slice::<Sniff>(json)
+        .ok()
+        .map(|s| s.trip_id)
+        .filter(|t| !t.0.is_empty() && !crate::text::has_control(&t.0))
 }
 
 /// Deserializes JSON, turning serde's message into the path of the wrong field and a reason.
@@ -641,6 +653,7 @@ mod tests {
             (prop::option::of(id), ".*", any::<i32>(), any::<i64>()).prop_map(|(order_id, error, p, o)| {
                 DeadLetter {
                     order_id,
+                    trip_id: None,
                     service: "payment-service".into(),
                     source_topic: "OrderCreated".into(),
                     source_partition: p,

@@ -241,6 +241,9 @@ pub struct DeadLetter {
     /// The order the record seems to be about, when that much could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<OrderId>,
+    /// Or the trip (the travel saga).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trip_id: Option<TripId>,
     /// The service that could not process it.
     pub service: String,
     pub source_topic: String,
@@ -281,6 +284,7 @@ impl DeadLetter {
     pub fn rejected(order_id: &OrderId, error_code: &str, error: String) -> DeadLetter {
         DeadLetter {
             order_id: Some(order_id.clone()),
+            trip_id: None,
             service: String::new(),
             source_topic: String::new(),
             source_partition: -1,
@@ -338,21 +342,25 @@ pub fn describe_lines(lines: &[StockLine]) -> String {
 }
 
 macro_rules! events {
-    ($($name:ident),* $(,)?) => {
-        /// Any saga event. Variant, payload type, topic and event type share one name.
+    ($($name:ident),* $(,)?; $($shared:ident($payload:ty)),* $(,)?) => {
+        /// Any saga event. Variant, topic and event type share one name; so does the payload
+        /// type, except for the legs' events, whose payloads are shared
+        /// ([`crate::travel::TripLeg`], [`crate::travel::TripLegUnavailable`]).
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum Event {
             $($name($name),)*
+            $($shared($payload),)*
         }
 
         impl Event {
             /// The topic of each variant, in declaration order.
-            pub const TOPICS: &'static [Topic] = &[$(Topic::$name),*];
+            pub const TOPICS: &'static [Topic] = &[$(Topic::$name,)* $(Topic::$shared,)*];
 
             /// The topic this event is published on (and its event type).
             pub fn topic(&self) -> Topic {
                 match self {
                     $(Event::$name(_) => Topic::$name,)*
+                    $(Event::$shared(_) => Topic::$shared,)*
                 }
             }
 
@@ -362,6 +370,7 @@ macro_rules! events {
                 // cannot fail.
                 let result = match self {
                     $(Event::$name(e) => serde_json::to_vec(e),)*
+                    $(Event::$shared(e) => serde_json::to_vec(e),)*
                 };
                 result.unwrap_or_default()
             }
@@ -370,6 +379,7 @@ macro_rules! events {
             pub(crate) fn parse(topic: Topic, json: &[u8]) -> Result<Event, crate::DecodeError> {
                 Ok(match topic {
                     $(Topic::$name => Event::$name(crate::envelope::parse_json(json)?),)*
+                    $(Topic::$shared => Event::$shared(crate::envelope::parse_json(json)?),)*
                 })
             }
         }
@@ -383,6 +393,11 @@ macro_rules! events {
         )*
     };
 }
+
+use crate::travel::{
+    TripCancellationRefused, TripCancellationRequested, TripCancelled, TripChargeDeclined, TripCharged, TripConfirmed,
+    TripId, TripLeg, TripLegUnavailable, TripRequested, TripReserved,
+};
 
 events!(
     OrderCreated,
@@ -399,11 +414,29 @@ events!(
     OrderCancellationRequested,
     OrderCancellationRefused,
     ShipmentCancelled,
-    DeadLetter,
+    TripRequested,
+    TripReserved,
+    TripCharged,
+    TripChargeDeclined,
+    TripConfirmed,
+    TripCancelled,
+    TripCancellationRequested,
+    TripCancellationRefused,
+    DeadLetter;
+    FlightReserved(TripLeg),
+    FlightUnavailable(TripLegUnavailable),
+    HotelReserved(TripLeg),
+    HotelUnavailable(TripLegUnavailable),
+    CarReserved(TripLeg),
+    CarUnavailable(TripLegUnavailable),
+    FlightReleased(TripLeg),
+    HotelReleased(TripLeg),
+    CarReleased(TripLeg),
 );
 
 impl Event {
-    /// The order this event is about. `None` only for a dead letter whose order is unknown.
+    /// The order this event is about. `None` for the travel saga's events, and for a dead
+    /// letter whose order is unknown.
     pub fn order_id(&self) -> Option<&OrderId> {
         Some(match self {
             Event::OrderCreated(e) => &e.order_id,
@@ -421,7 +454,34 @@ impl Event {
             Event::OrderCancellationRefused(e) => &e.order_id,
             Event::ShipmentCancelled(e) => &e.order_id,
             Event::DeadLetter(e) => return e.order_id.as_ref(),
+            _ => return None,
         })
+    }
+
+    /// The trip this event is about. `None` for the order saga's events, and for a dead
+    /// letter whose trip is unknown.
+    pub fn trip_id(&self) -> Option<&TripId> {
+        Some(match self {
+            Event::TripRequested(e) => &e.trip_id,
+            Event::TripReserved(e) => &e.trip_id,
+            Event::TripCharged(e) => &e.trip_id,
+            Event::TripChargeDeclined(e) => &e.trip_id,
+            Event::TripConfirmed(e) => &e.trip_id,
+            Event::TripCancelled(e) => &e.trip_id,
+            Event::TripCancellationRequested(e) => &e.trip_id,
+            Event::TripCancellationRefused(e) => &e.trip_id,
+            Event::FlightReserved(e) | Event::HotelReserved(e) | Event::CarReserved(e) => &e.trip_id,
+            Event::FlightReleased(e) | Event::HotelReleased(e) | Event::CarReleased(e) => &e.trip_id,
+            Event::FlightUnavailable(e) | Event::HotelUnavailable(e) | Event::CarUnavailable(e) => &e.trip_id,
+            Event::DeadLetter(e) => return e.trip_id.as_ref(),
+            _ => return None,
+        })
+    }
+
+    /// The saga instance this event is about, whichever saga: its order or trip id, which is
+    /// also the record's key. `None` only for a dead letter about nothing readable.
+    pub fn saga_id(&self) -> Option<&str> {
+        self.order_id().map(OrderId::as_str).or_else(|| self.trip_id().map(TripId::as_str))
     }
 
     /// Checks what the types cannot: non-empty ids, positive quantities, a total that fits.
@@ -470,6 +530,9 @@ impl Event {
         if let Some(id) = self.order_id() {
             non_empty("order_id", id.as_str())?;
         }
+        if let Some(id) = self.trip_id() {
+            non_empty("trip_id", id.as_str())?;
+        }
         match self {
             Event::OrderCreated(e) => {
                 non_empty("customer_id", &e.customer_id)?;
@@ -494,6 +557,11 @@ impl Event {
             Event::OrderCompleted(e) => plain("shipment_id", &e.shipment_id),
             Event::ShipmentCancelled(e) => plain("shipment_id", &e.shipment_id),
             Event::OrderCancelled(e) => plain("detail", &e.detail),
+            Event::TripRequested(e) => e.check().map_err(|bad| (bad.field().to_owned(), bad.reason())),
+            Event::TripReserved(e) => plain("customer_id", &e.customer_id),
+            Event::TripCharged(e) => plain("customer_id", &e.customer_id),
+            Event::TripChargeDeclined(e) => plain("customer_id", &e.customer_id),
+            Event::TripConfirmed(e) => plain("customer_id", &e.customer_id),
             _ => Ok(()),
         }
     }
@@ -525,7 +593,11 @@ mod tests {
     fn every_topic_is_listed_and_has_one_variant() {
         // The compiler holds the enums together (`Event::parse` matches every `Topic`,
         // `Event::topic` every variant); `Topic::ALL` is a hand-kept list, which this holds to
-        // them: every topic, once, in saga order.
-        assert_eq!(Event::TOPICS, Topic::ALL.as_slice());
+        // them: every topic, once.
+        let mut topics = Event::TOPICS.to_vec();
+        topics.sort();
+        let mut all = Topic::ALL.to_vec();
+        all.sort();
+        assert_eq!(topics, all);
     }
 }

@@ -1,4 +1,4 @@
-//! The order saga's shared language: topic names, event schemas and how an event travels as a
+//! The sagas' shared language: topic names, event schemas and how an event travels as a
 //! Kafka record. The single source of truth every service and tool spells names from.
 //!
 //! # Layout
@@ -7,8 +7,8 @@
 //! - [`envelope`]: [`Metadata`] carried in Kafka headers, [`Envelope`] = metadata + event,
 //!   and the typed decode of a record into an envelope ([`decode_record`]).
 //! - [`text`]: input text made safe for logs (control characters escaped) and truncated.
-//! - [`travel`]: the travel saga's payloads (a second saga on the same runtime; not yet
-//!   carried as records).
+//! - [`travel`]: the travel saga's payloads, a second saga on the same runtime (its events are
+//!   [`Event`] variants too).
 //! - [`partitioner`]: Kafka's Java-compatible murmur2 key partitioner, so tools place an order
 //!   where a Java client (or `kcat -X partitioner=murmur2_random`) would.
 //!
@@ -26,4 +26,4 @@ pub use envelope::{
     SCHEMA_VERSION,
 };
 pub use events::*;
-pub use topic::Topic;
+pub use topic::{Saga, Topic};

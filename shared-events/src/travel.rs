@@ -3,11 +3,15 @@
 //! trip cancelled for any reason has every leg that reserved released, exactly once.
 //!
 //! ```text
-//! TripRequested ──┬─▶ flight ─▶ FlightReserved | LegUnavailable ─┐
-//!                 ├─▶ hotel  ─▶ HotelReserved  | LegUnavailable ─┼─▶ trip ─▶ TripReserved ─▶ billing
-//!                 └─▶ car    ─▶ CarReserved    | LegUnavailable ─┘      ◀── TripCharged | TripChargeDeclined
-//! trip ─▶ TripConfirmed | TripCancelled ─▶ each leg that reserved ─▶ LegReleased
+//! TripRequested ──┬─▶ flight ─▶ FlightReserved | FlightUnavailable ─┐
+//!                 ├─▶ hotel  ─▶ HotelReserved  | HotelUnavailable  ─┼─▶ trip ─▶ TripReserved ─▶ billing
+//!                 └─▶ car    ─▶ CarReserved    | CarUnavailable    ─┘      ◀── TripCharged | TripChargeDeclined
+//! trip ─▶ TripConfirmed | TripCancelled ─▶ each leg that reserved ─▶ FlightReleased, …
 //! ```
+//!
+//! Each leg's three topics are its service's own; their payloads name no leg (the topic does).
+//! The rules speak of any leg ([`LegReserved`], [`LegUnavailable`], [`LegReleased`]), which
+//! convert to and from the per-leg events.
 //!
 //! Every payload carries `trip_id`, the saga's correlation id (and, once these travel as
 //! records, the Kafka key). Dates are ISO 8601 calendar dates (`2027-03-14`), checked by
@@ -17,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Month};
 
 use crate::text::has_control;
+use crate::Event;
 
 /// Longest stay, rental or trip id a request may ask for; bounds the rows one request touches.
 pub const MAX_DAYS: u32 = 30;
@@ -307,6 +312,125 @@ pub struct TripCancellationRequested {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TripCancellationRefused {
     pub trip_id: TripId,
+}
+
+/// A trip's id alone: what a leg's `…Reserved` and `…Released` events say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TripLeg {
+    pub trip_id: TripId,
+}
+
+/// A leg's `…Unavailable` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TripLegUnavailable {
+    pub trip_id: TripId,
+    pub reason: UnavailableReason,
+}
+
+macro_rules! leg_events {
+    ($($payload:ident => $($name:ident)|*;)*) => {
+        $($(
+            #[doc = concat!("`", stringify!($name), "`: see [`", stringify!($payload), "`].")]
+            pub type $name = $payload;
+        )*)*
+    };
+}
+
+leg_events! {
+    TripLeg => FlightReserved | HotelReserved | CarReserved | FlightReleased | HotelReleased | CarReleased;
+    TripLegUnavailable => FlightUnavailable | HotelUnavailable | CarUnavailable;
+}
+
+impl From<LegReserved> for Event {
+    fn from(e: LegReserved) -> Self {
+        let payload = TripLeg { trip_id: e.trip_id };
+        match e.leg {
+            Leg::Flight => Event::FlightReserved(payload),
+            Leg::Hotel => Event::HotelReserved(payload),
+            Leg::Car => Event::CarReserved(payload),
+        }
+    }
+}
+
+impl From<LegUnavailable> for Event {
+    fn from(e: LegUnavailable) -> Self {
+        let payload = TripLegUnavailable { trip_id: e.trip_id, reason: e.reason };
+        match e.leg {
+            Leg::Flight => Event::FlightUnavailable(payload),
+            Leg::Hotel => Event::HotelUnavailable(payload),
+            Leg::Car => Event::CarUnavailable(payload),
+        }
+    }
+}
+
+impl From<LegReleased> for Event {
+    fn from(e: LegReleased) -> Self {
+        let payload = TripLeg { trip_id: e.trip_id };
+        match e.leg {
+            Leg::Flight => Event::FlightReleased(payload),
+            Leg::Hotel => Event::HotelReleased(payload),
+            Leg::Car => Event::CarReleased(payload),
+        }
+    }
+}
+
+impl Event {
+    /// A leg's reservation, whichever leg.
+    pub fn leg_reserved(&self) -> Option<LegReserved> {
+        let (leg, e) = match self {
+            Event::FlightReserved(e) => (Leg::Flight, e),
+            Event::HotelReserved(e) => (Leg::Hotel, e),
+            Event::CarReserved(e) => (Leg::Car, e),
+            _ => return None,
+        };
+        Some(LegReserved { trip_id: e.trip_id.clone(), leg })
+    }
+
+    /// A leg that could not be reserved, whichever leg.
+    pub fn leg_unavailable(&self) -> Option<LegUnavailable> {
+        let (leg, e) = match self {
+            Event::FlightUnavailable(e) => (Leg::Flight, e),
+            Event::HotelUnavailable(e) => (Leg::Hotel, e),
+            Event::CarUnavailable(e) => (Leg::Car, e),
+            _ => return None,
+        };
+        Some(LegUnavailable { trip_id: e.trip_id.clone(), leg, reason: e.reason })
+    }
+
+    /// A leg given back, whichever leg.
+    pub fn leg_released(&self) -> Option<LegReleased> {
+        let (leg, e) = match self {
+            Event::FlightReleased(e) => (Leg::Flight, e),
+            Event::HotelReleased(e) => (Leg::Hotel, e),
+            Event::CarReleased(e) => (Leg::Car, e),
+            _ => return None,
+        };
+        Some(LegReleased { trip_id: e.trip_id.clone(), leg })
+    }
+}
+
+impl BadRequest {
+    /// The field at fault, as decoding reports it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            BadRequest::NoLeg => "flight",
+            BadRequest::BadId { field } | BadRequest::BadDate { field } | BadRequest::OutOfRange { field, .. } => field,
+            BadRequest::PriceOverflow => "price_cents",
+        }
+    }
+
+    /// Why, for people.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BadRequest::NoLeg => "a trip asks for at least one of flight, hotel and car",
+            BadRequest::BadId { .. } => "must be 1 to 128 bytes without control characters",
+            BadRequest::BadDate { .. } => "must be a calendar date, YYYY-MM-DD",
+            BadRequest::OutOfRange { .. } => "is out of range (seats, rooms and cars 1 to 9; nights and days 1 to 30)",
+            BadRequest::PriceOverflow => "the trip's total price overflows",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -302,7 +302,7 @@ async fn republish_run(d: &Deployment, run: &str, orders: &[workload::PlannedOrd
     let mut expected: BTreeMap<&str, usize> = BTreeMap::new();
     let consumers = support::consumers_of;
     let hand_typed: std::collections::BTreeSet<&str> = orders.iter().filter(|o| o.hand_typed).map(|o| o.id.as_str()).collect();
-    for topic in Topic::ALL {
+    for topic in Topic::ORDER {
         if consumers(topic).is_empty() {
             continue;
         }

@@ -37,7 +37,7 @@ async fn read_to_the_end(d: &Deployment, url: &str) -> Value {
     use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
     wait_until("the view to read every topic to its end", || async {
         let (_, stats) = get(&format!("{url}/stats"));
-        for topic in Topic::ALL {
+        for topic in Topic::ORDER {
             for partition in 0..d.partitions {
                 let pc = d.client().partition_client(d.topic(topic), partition, UnknownTopicHandling::Retry).await.map_err(|e| e.to_string())?;
                 let end = pc.get_offset(OffsetAt::Latest).await.map_err(|e| e.to_string())?;

@@ -424,6 +424,8 @@ fn step(rec: &mut OrderRecord, order_id: &OrderId, event: &Event) -> Option<Even
             None
         }
         Event::OrderCancellationRefused(_) | Event::DeadLetter(_) => None,
+        // The travel saga's: the order service never consumes them.
+        _ => None,
     }
 }
 

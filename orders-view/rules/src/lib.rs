@@ -322,7 +322,7 @@ fn follow(view: &mut OrderView, order_id: &OrderId, input: &Envelope, ctx: &Cont
 impl Service for OrdersView {
     const NAME: &'static str = "orders-view";
     /// Every saga topic: the orders' events, and the dead letters it counts.
-    const CONSUMES: &'static [Topic] = &Topic::ALL;
+    const CONSUMES: &'static [Topic] = &Topic::ORDER;
     /// Nothing: a view never takes part in the saga.
     const EMITS: &'static [Topic] = &[];
     type Seed = Seed;

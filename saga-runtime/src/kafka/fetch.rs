@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Backoff, RuntimeConfig};
 use crate::metrics::Metrics;
 
-use super::{all_topic_names, bounded, is_authorization, topic_name, KafkaEdgeError, FETCH_MAX_BYTES};
+use super::{topic_names, bounded, is_authorization, topic_name, KafkaEdgeError, FETCH_MAX_BYTES};
 
 /// A fetched record, as `shared_events` decodes it.
 pub fn raw_record(topic: Topic, record: &RecordAndOffset) -> shared_events::RawRecord<'_> {
@@ -78,7 +78,7 @@ pub async fn fetch_inputs(
     let mut backoff = Backoff::new(Duration::from_millis(100), config.max_backoff);
     loop {
         if !unassigned.is_empty() {
-            let names = all_topic_names(&config.topic_prefix);
+            let names = topic_names(&config.topic_prefix, &config.topics);
             let asked = bounded("look up partition leaders", Duration::ZERO, client.partition_leaders(names)).await;
             match asked {
                 Ok(leaders) => {

@@ -168,7 +168,7 @@ pub async fn ensure_topics(client: &Client, config: &RuntimeConfig) -> Result<i3
         .map(|t| (t.name, t.partitions.len()))
         .collect();
     let controller = client.controller_client().map_err(KafkaEdgeError::Topics)?;
-    for topic in Topic::ALL {
+    for &topic in &config.topics {
         let name = topic_name(&config.topic_prefix, topic);
         if existing.contains_key(&name) {
             continue;
@@ -191,12 +191,13 @@ pub async fn ensure_topics(client: &Client, config: &RuntimeConfig) -> Result<i3
     })
     .await?
         .into_iter()
-        .filter(|t| Topic::ALL.iter().any(|s| t.name == topic_name(&config.topic_prefix, *s)))
+        .filter(|t| config.topics.iter().any(|s| t.name == topic_name(&config.topic_prefix, *s)))
         .map(|t| (t.name, t.partitions.len()))
         .collect();
     // Metadata is eventually consistent: a topic another service just created may not be
     // listed yet, or listed without partitions. That is worth a retry, not an error.
-    let missing: Vec<String> = Topic::ALL
+    let missing: Vec<String> = config
+        .topics
         .iter()
         .map(|t| topic_name(&config.topic_prefix, *t))
         .filter(|n| !counts.iter().any(|(c, p)| c == n && *p > 0))
@@ -292,9 +293,9 @@ pub fn missing_access(
     }
 }
 
-/// Every saga topic's full name in a deployment.
-pub(crate) fn all_topic_names(prefix: &str) -> Vec<String> {
-    Topic::ALL.iter().map(|t| topic_name(prefix, *t)).collect()
+/// The full names of `topics` in a deployment.
+pub(crate) fn topic_names(prefix: &str, topics: &[Topic]) -> Vec<String> {
+    topics.iter().map(|t| topic_name(prefix, *t)).collect()
 }
 
 #[cfg(test)]

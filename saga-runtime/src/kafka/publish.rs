@@ -17,7 +17,7 @@ use shared_events::Topic;
 use crate::config::RuntimeConfig;
 use crate::store::OutboxEntry;
 
-use super::{all_topic_names, bounded, is_authorization, topic_name, KafkaEdgeError, PRODUCE_MAX_BYTES};
+use super::{topic_names, bounded, is_authorization, topic_name, KafkaEdgeError, PRODUCE_MAX_BYTES};
 
 /// Publishes outbox entries: one produce request per leader broker for all the partitions a
 /// batch touches, on a connection of its own (a long-polling fetch never delays a publish).
@@ -26,6 +26,8 @@ pub struct Publisher {
     /// How this client authenticates, for the error when the ACLs refuse a write.
     security: String,
     prefix: String,
+    /// The service's sagas' topics, whose leaders it looks up.
+    topics: Vec<Topic>,
     compression: Compression,
     /// Topics the cluster does not list, and since when (see [`TOPIC_GONE_AFTER`]).
     missing: HashMap<String, std::time::Instant>,
@@ -39,6 +41,7 @@ impl Publisher {
             client,
             security: config.security.describe(),
             prefix: config.topic_prefix.clone(),
+            topics: config.topics.clone(),
             compression: config.compression.codec(),
             missing: HashMap::new(),
             leaders: HashMap::new(),
@@ -51,7 +54,7 @@ impl Publisher {
         if let Some(&leader) = self.leaders.get(&(name.to_owned(), partition)) {
             return Ok(leader);
         }
-        let names = all_topic_names(&self.prefix);
+        let names = topic_names(&self.prefix, &self.topics);
         self.leaders = bounded("look up partition leaders", Duration::ZERO, self.client.partition_leaders(names)).await?;
         self.leaders.get(&(name.to_owned(), partition)).copied().ok_or_else(|| KafkaEdgeError::Publish {
             topic: name.to_owned(),

@@ -107,10 +107,10 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// Distinct event ids per (order, topic), over every saga topic.
+/// Distinct event ids per (order, topic), over every topic of the order saga.
 pub async fn distinct_events(d: &Deployment) -> BTreeMap<String, BTreeMap<Topic, BTreeMap<EventId, Event>>> {
     let mut out: BTreeMap<String, BTreeMap<Topic, BTreeMap<EventId, Event>>> = BTreeMap::new();
-    for topic in Topic::ALL {
+    for topic in Topic::ORDER {
         if topic == Topic::DeadLetter {
             continue;
         }

@@ -53,6 +53,15 @@ pub enum Decision {
     Unavailable(LegUnavailable),
 }
 
+impl From<Decision> for shared_events::Event {
+    fn from(d: Decision) -> Self {
+        match d {
+            Decision::Reserved(e) => e.into(),
+            Decision::Unavailable(e) => e.into(),
+        }
+    }
+}
+
 /// Capacity per resource, free units per resource and day, and one record per trip.
 #[derive(Debug)]
 pub struct Reservations {

@@ -5,10 +5,10 @@
 //! Invariant: Σ wallets + Σ charges = Σ seeded wallets; each trip is charged at most once.
 
 use payment_rules::wallet;
-use saga_core::Table;
+use saga_core::{Context, PersistentTable, Service, Table};
 use serde::{Deserialize, Serialize};
 use shared_events::travel::{TripChargeDeclined, TripCharged, TripReserved};
-use shared_events::PaymentFailureReason;
+use shared_events::{Envelope, Event, PaymentFailureReason, Topic};
 use tracing::{debug, info};
 
 pub use payment_rules::Seed;
@@ -78,6 +78,30 @@ impl Billing {
             }
         });
         charged
+    }
+}
+
+impl Service for Billing {
+    const NAME: &'static str = "billing-service";
+    const CONSUMES: &'static [Topic] = &[Topic::TripReserved];
+    const EMITS: &'static [Topic] = &[Topic::TripCharged, Topic::TripChargeDeclined];
+    type Seed = Seed;
+
+    fn seed(&mut self, seed: Seed) {
+        Billing::seed(self, seed);
+    }
+
+    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
+        let Event::TripReserved(trip) = &input.event else { return Vec::new() };
+        match self.on_trip_reserved(trip) {
+            Some(Charge::Charged(e)) => vec![e.into()],
+            Some(Charge::Declined(e)) => vec![e.into()],
+            None => Vec::new(),
+        }
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
+        vec![&mut self.wallets, &mut self.trips]
     }
 }
 

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use reservations::{Decision, Reservations, Unit};
+use saga_core::{Context, PersistentTable, Service};
 use serde::Deserialize;
+use shared_events::{Envelope, Event, Topic};
 use shared_events::travel::{dates_from, CarLeg, Leg, LegReleased, TripCancelled, TripRequested, UnavailableReason};
 
 /// Cars per location, each day, on first start: `{"locations": {"BER": 10}}`.
@@ -54,5 +56,29 @@ impl Cars {
 
     pub fn on_trip_cancelled(&mut self, cancelled: &TripCancelled) -> Option<LegReleased> {
         self.cars.release(&cancelled.trip_id)
+    }
+}
+
+impl Service for Cars {
+    const NAME: &'static str = "car-service";
+    const CONSUMES: &'static [Topic] = &[Topic::TripRequested, Topic::TripCancelled];
+    const EMITS: &'static [Topic] = &[Topic::CarReserved, Topic::CarUnavailable, Topic::CarReleased];
+    type Seed = Seed;
+
+    fn seed(&mut self, seed: Seed) {
+        Cars::seed(self, seed);
+    }
+
+    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
+        match &input.event {
+            Event::TripRequested(trip) => self.on_trip_requested(trip).map(Event::from).into_iter().collect(),
+            Event::TripCancelled(cancelled) => self.on_trip_cancelled(cancelled).map(Event::from).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
+        let r = &mut self.cars;
+        vec![&mut r.capacity, &mut r.free, &mut r.trips]
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use reservations::{Decision, Reservations, Unit};
+use saga_core::{Context, PersistentTable, Service};
 use serde::Deserialize;
+use shared_events::{Envelope, Event, Topic};
 use shared_events::travel::{FlightLeg, Leg, LegReleased, TripCancelled, TripRequested};
 
 /// Seats per flight, each day, on first start: `{"flights": {"LH400": 150}}`.
@@ -50,5 +52,29 @@ impl Flights {
 
     pub fn on_trip_cancelled(&mut self, cancelled: &TripCancelled) -> Option<LegReleased> {
         self.seats.release(&cancelled.trip_id)
+    }
+}
+
+impl Service for Flights {
+    const NAME: &'static str = "flight-service";
+    const CONSUMES: &'static [Topic] = &[Topic::TripRequested, Topic::TripCancelled];
+    const EMITS: &'static [Topic] = &[Topic::FlightReserved, Topic::FlightUnavailable, Topic::FlightReleased];
+    type Seed = Seed;
+
+    fn seed(&mut self, seed: Seed) {
+        Flights::seed(self, seed);
+    }
+
+    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
+        match &input.event {
+            Event::TripRequested(trip) => self.on_trip_requested(trip).map(Event::from).into_iter().collect(),
+            Event::TripCancelled(cancelled) => self.on_trip_cancelled(cancelled).map(Event::from).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
+        let r = &mut self.seats;
+        vec![&mut r.capacity, &mut r.free, &mut r.trips]
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use reservations::{Decision, Reservations, Unit};
+use saga_core::{Context, PersistentTable, Service};
 use serde::Deserialize;
+use shared_events::{Envelope, Event, Topic};
 use shared_events::travel::{dates_from, HotelLeg, Leg, LegReleased, TripCancelled, TripRequested, UnavailableReason};
 
 /// Rooms per hotel, each night, on first start: `{"hotels": {"adlon": 20}}`.
@@ -55,5 +57,29 @@ impl Hotels {
 
     pub fn on_trip_cancelled(&mut self, cancelled: &TripCancelled) -> Option<LegReleased> {
         self.rooms.release(&cancelled.trip_id)
+    }
+}
+
+impl Service for Hotels {
+    const NAME: &'static str = "hotel-service";
+    const CONSUMES: &'static [Topic] = &[Topic::TripRequested, Topic::TripCancelled];
+    const EMITS: &'static [Topic] = &[Topic::HotelReserved, Topic::HotelUnavailable, Topic::HotelReleased];
+    type Seed = Seed;
+
+    fn seed(&mut self, seed: Seed) {
+        Hotels::seed(self, seed);
+    }
+
+    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
+        match &input.event {
+            Event::TripRequested(trip) => self.on_trip_requested(trip).map(Event::from).into_iter().collect(),
+            Event::TripCancelled(cancelled) => self.on_trip_cancelled(cancelled).map(Event::from).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
+        let r = &mut self.rooms;
+        vec![&mut r.capacity, &mut r.free, &mut r.trips]
     }
 }

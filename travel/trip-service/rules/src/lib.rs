@@ -13,8 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use saga_core::Table;
+use saga_core::{Context, PersistentTable, Service, Table, TimerEvent};
 use serde::{Deserialize, Serialize};
+use shared_events::{Envelope, Event, Topic};
 use shared_events::travel::{
     Leg, LegReleased, LegReserved, LegUnavailable, TripCancelReason, TripCancellationRefused, TripCancellationRequested,
     TripCancelled, TripChargeDeclined, TripCharged, TripConfirmed, TripId, TripRequested, TripReserved, UnavailableReason,
@@ -40,6 +41,8 @@ pub struct Requested {
     pub legs: Vec<Leg>,
     pub amount_cents: u64,
     pub at_ms: i64,
+    /// The trip's partition: where this service emits on its own (the deadline).
+    pub partition: i32,
 }
 
 /// One trip as this service knows it, from every event about it, whatever came first.
@@ -133,8 +136,9 @@ impl Trips {
         Trips { trips: Table::new("trips"), deadline, reserving: None }
     }
 
-    /// Records `input` and decides, if the trip can now be decided.
-    pub fn apply(&mut self, input: &Input, now_ms: i64) -> Option<Decision> {
+    /// Records `input` and decides, if the trip can now be decided. `partition`: the input's,
+    /// which is the trip's (every event about it is keyed by its id).
+    pub fn apply(&mut self, input: &Input, now_ms: i64, partition: i32) -> Option<Decision> {
         let trip_id = input.trip_id().clone();
         let mut trip = self.trips.get(trip_id.as_str()).unwrap_or_default();
         let before = trip.clone();
@@ -143,7 +147,7 @@ impl Trips {
                 if trip.request.is_none() {
                     let amount_cents = r.total_cents().unwrap_or(u64::MAX);
                     info!(trip_id = %trip_id, customer_id = r.customer_id, legs = ?r.legs(), amount_cents, "trip requested");
-                    trip.request = Some(Requested { customer_id: r.customer_id.clone(), legs: r.legs(), amount_cents, at_ms: now_ms });
+                    trip.request = Some(Requested { customer_id: r.customer_id.clone(), legs: r.legs(), amount_cents, at_ms: now_ms, partition });
                 }
                 None
             }
@@ -189,8 +193,9 @@ impl Trips {
         said
     }
 
-    /// Cancels every trip still reserving past its deadline.
-    pub fn on_timer(&mut self, now_ms: i64) -> Vec<TripCancelled> {
+    /// Cancels every trip still reserving past its deadline; each with its partition and when
+    /// it was requested.
+    pub fn on_deadline(&mut self, now_ms: i64) -> Vec<(TripCancelled, i32, i64)> {
         let Some(deadline) = self.deadline else { return Vec::new() };
         let deadline_ms = i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX);
         let due: Vec<String> = self.reserving().iter().filter(|(_, at)| now_ms.saturating_sub(**at) >= deadline_ms).map(|(id, _)| id.clone()).collect();
@@ -202,8 +207,9 @@ impl Trips {
                 continue;
             }
             warn!(trip_id = %trip_id, ?deadline, "trip not reserved in time → TripCancelled");
+            let (partition, at_ms) = trip.request.as_ref().map_or((0, now_ms), |r| (r.partition, r.at_ms));
             if let Decision::Cancelled(c) = cancel(&mut trip, &trip_id, TripCancelReason::Deadline) {
-                out.push(c);
+                out.push((c, partition, at_ms));
             }
             self.track(&trip_id, &trip);
             self.trips.insert(trip_id.as_str(), trip);
@@ -230,6 +236,82 @@ impl Trips {
             (TripStatus::Reserving, Some(r)) => open.insert(trip_id.0.clone(), r.at_ms),
             _ => open.remove(trip_id.as_str()),
         };
+    }
+}
+
+/// Nothing to load on first start: trips come from `TripRequested`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {}
+
+impl Input {
+    /// The input an event is, if this service consumes it.
+    pub fn of(event: &Event) -> Option<Input> {
+        Some(match event {
+            Event::TripRequested(e) => Input::Requested(e.clone()),
+            Event::TripCharged(e) => Input::Charged(e.clone()),
+            Event::TripChargeDeclined(e) => Input::ChargeDeclined(e.clone()),
+            Event::TripCancellationRequested(e) => Input::CancellationRequested(e.clone()),
+            other => {
+                if let Some(e) = other.leg_reserved() {
+                    Input::LegReserved(e)
+                } else if let Some(e) = other.leg_unavailable() {
+                    Input::LegUnavailable(e)
+                } else {
+                    Input::LegReleased(other.leg_released()?)
+                }
+            }
+        })
+    }
+}
+
+impl From<Decision> for Event {
+    fn from(d: Decision) -> Event {
+        match d {
+            Decision::Reserved(e) => e.into(),
+            Decision::Confirmed(e) => e.into(),
+            Decision::Cancelled(e) => e.into(),
+            Decision::Refused(e) => e.into(),
+        }
+    }
+}
+
+impl Service for Trips {
+    const NAME: &'static str = "trip-service";
+    const CONSUMES: &'static [Topic] = &[
+        Topic::TripRequested,
+        Topic::FlightReserved,
+        Topic::FlightUnavailable,
+        Topic::HotelReserved,
+        Topic::HotelUnavailable,
+        Topic::CarReserved,
+        Topic::CarUnavailable,
+        Topic::TripCharged,
+        Topic::TripChargeDeclined,
+        Topic::FlightReleased,
+        Topic::HotelReleased,
+        Topic::CarReleased,
+        Topic::TripCancellationRequested,
+    ];
+    const EMITS: &'static [Topic] = &[Topic::TripReserved, Topic::TripConfirmed, Topic::TripCancelled, Topic::TripCancellationRefused];
+    type Seed = Seed;
+
+    fn seed(&mut self, _seed: Seed) {}
+
+    fn handle(&mut self, input: &Envelope, ctx: &Context) -> Vec<Event> {
+        let Some(input) = Input::of(&input.event) else { return Vec::new() };
+        self.apply(&input, ctx.now_ms, ctx.partition).map(Event::from).into_iter().collect()
+    }
+
+    fn on_timer(&mut self, now_ms: i64) -> Vec<TimerEvent> {
+        self.on_deadline(now_ms)
+            .into_iter()
+            .map(|(c, partition, saga_started_at_ms)| TimerEvent { event: c.into(), partition, saga_started_at_ms })
+            .collect()
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
+        vec![&mut self.trips]
     }
 }
 
@@ -278,6 +360,12 @@ mod tests {
         }
     }
 
+    impl Trips {
+        fn apply_at(&mut self, input: &Input, now_ms: i64) -> Option<Decision> {
+            self.apply(input, now_ms, 0)
+        }
+    }
+
     fn reserved(id: &str, leg: Leg) -> Input {
         Input::LegReserved(LegReserved { trip_id: id.into(), leg })
     }
@@ -285,49 +373,49 @@ mod tests {
     #[test]
     fn answers_before_the_request_are_kept_and_the_charge_is_asked_for_once() {
         let mut t = Trips::new(None);
-        assert_eq!(t.apply(&reserved("t-1", Leg::Car), 1), None);
-        assert_eq!(t.apply(&reserved("t-1", Leg::Hotel), 2), None, "no request yet: nothing to decide");
-        let d = t.apply(&Input::Requested(request("t-1")), 3);
+        assert_eq!(t.apply_at(&reserved("t-1", Leg::Car), 1), None);
+        assert_eq!(t.apply_at(&reserved("t-1", Leg::Hotel), 2), None, "no request yet: nothing to decide");
+        let d = t.apply_at(&Input::Requested(request("t-1")), 3);
         assert_eq!(d, Some(Decision::Reserved(TripReserved { trip_id: "t-1".into(), customer_id: "alice".into(), amount_cents: 800 })));
-        assert_eq!(t.apply(&reserved("t-1", Leg::Car), 4), None, "a duplicate asks nothing more");
-        let refused = t.apply(&Input::CancellationRequested(TripCancellationRequested { trip_id: "t-1".into() }), 5);
+        assert_eq!(t.apply_at(&reserved("t-1", Leg::Car), 4), None, "a duplicate asks nothing more");
+        let refused = t.apply_at(&Input::CancellationRequested(TripCancellationRequested { trip_id: "t-1".into() }), 5);
         assert!(matches!(refused, Some(Decision::Refused(_))), "past the pivot");
         let charged = TripCharged { trip_id: "t-1".into(), customer_id: "alice".into(), amount_cents: 800 };
-        assert!(matches!(t.apply(&Input::Charged(charged.clone()), 6), Some(Decision::Confirmed(_))));
-        assert_eq!(t.apply(&Input::Charged(charged), 7), None);
+        assert!(matches!(t.apply_at(&Input::Charged(charged.clone()), 6), Some(Decision::Confirmed(_))));
+        assert_eq!(t.apply_at(&Input::Charged(charged), 7), None);
     }
 
     #[test]
     fn a_leg_unavailable_cancels_and_the_reserved_one_is_awaited_until_released() {
         let mut t = Trips::new(None);
-        t.apply(&Input::Requested(request("t-1")), 1);
-        t.apply(&reserved("t-1", Leg::Car), 2);
-        let d = t.apply(&Input::LegUnavailable(LegUnavailable { trip_id: "t-1".into(), leg: Leg::Hotel, reason: UnavailableReason::SoldOut }), 3);
+        t.apply_at(&Input::Requested(request("t-1")), 1);
+        t.apply_at(&reserved("t-1", Leg::Car), 2);
+        let d = t.apply_at(&Input::LegUnavailable(LegUnavailable { trip_id: "t-1".into(), leg: Leg::Hotel, reason: UnavailableReason::SoldOut }), 3);
         assert_eq!(d, Some(Decision::Cancelled(TripCancelled { trip_id: "t-1".into(), reason: TripCancelReason::LegUnavailable { leg: Leg::Hotel } })));
         assert_eq!(t.trips.get("t-1").unwrap().releases_awaited(), [Leg::Car]);
-        t.apply(&Input::LegReleased(LegReleased { trip_id: "t-1".into(), leg: Leg::Car }), 4);
+        t.apply_at(&Input::LegReleased(LegReleased { trip_id: "t-1".into(), leg: Leg::Car }), 4);
         assert_eq!(t.trips.get("t-1").unwrap().releases_awaited(), []);
     }
 
     #[test]
     fn the_deadline_cancels_a_trip_still_reserving_once_and_never_one_being_charged() {
         let mut t = Trips::new(Some(Duration::from_millis(100)));
-        t.apply(&Input::Requested(request("slow")), 0);
-        t.apply(&Input::Requested(request("fast")), 0);
-        t.apply(&reserved("fast", Leg::Car), 10);
-        t.apply(&reserved("fast", Leg::Hotel), 20);
-        assert_eq!(t.on_timer(99), []);
-        let cancelled = t.on_timer(100);
-        assert_eq!(cancelled, [TripCancelled { trip_id: "slow".into(), reason: TripCancelReason::Deadline }]);
-        assert_eq!(t.on_timer(1_000), [], "once");
+        t.apply_at(&Input::Requested(request("slow")), 0);
+        t.apply_at(&Input::Requested(request("fast")), 0);
+        t.apply_at(&reserved("fast", Leg::Car), 10);
+        t.apply_at(&reserved("fast", Leg::Hotel), 20);
+        assert_eq!(t.on_deadline(99), []);
+        let cancelled = t.on_deadline(100);
+        assert_eq!(cancelled, [(TripCancelled { trip_id: "slow".into(), reason: TripCancelReason::Deadline }, 0, 0)]);
+        assert_eq!(t.on_deadline(1_000), [], "once");
         assert_eq!(t.trips.get("fast").unwrap().status, TripStatus::Charging);
     }
 
     #[test]
     fn a_cancellation_before_the_request_cancels_it_on_arrival() {
         let mut t = Trips::new(None);
-        assert_eq!(t.apply(&Input::CancellationRequested(TripCancellationRequested { trip_id: "t-1".into() }), 1), None);
-        let d = t.apply(&Input::Requested(request("t-1")), 2);
+        assert_eq!(t.apply_at(&Input::CancellationRequested(TripCancellationRequested { trip_id: "t-1".into() }), 1), None);
+        let d = t.apply_at(&Input::Requested(request("t-1")), 2);
         assert!(matches!(d, Some(Decision::Cancelled(TripCancelled { reason: TripCancelReason::CustomerRequest, .. }))));
     }
 }

@@ -98,7 +98,7 @@ impl World {
         self.now_ms += 1;
         match msg {
             Msg::Trip(input) => {
-                if let Some(d) = self.trips.apply(&input, self.now_ms) {
+                if let Some(d) = self.trips.apply(&input, self.now_ms, 0) {
                     self.said_by_trip(d);
                 }
             }
@@ -212,7 +212,7 @@ proptest! {
                 Step::Deliver(_) | Step::Duplicate(_) => {}
                 Step::Timer => {
                     w.now_ms += 60;
-                    for c in w.trips.on_timer(w.now_ms) {
+                    for (c, _, _) in w.trips.on_deadline(w.now_ms) {
                         w.said_by_trip(Decision::Cancelled(c));
                     }
                 }
@@ -226,7 +226,7 @@ proptest! {
         while let Some(msg) = w.queue.pop_front() {
             w.deliver(msg);
         }
-        for c in w.trips.on_timer(i64::MAX) {
+        for (c, _, _) in w.trips.on_deadline(i64::MAX) {
             w.said_by_trip(Decision::Cancelled(c));
         }
         while let Some(msg) = w.queue.pop_front() {
