@@ -28,7 +28,9 @@
 #                        users, each with password `<user>-secret`: admin (the super user, and
 #                        the broker's own principal to its controller and other brokers), the
 #                        saga's principals order-service, payment-service, inventory-service,
-#                        shipping-service, orders-view, storefront and monitor, and saga. The PLAINTEXT
+#                        shipping-service, orders-view, the travel saga's trip-service,
+#                        flight-service, hotel-service, car-service and billing-service,
+#                        storefront and monitor, and saga. The PLAINTEXT
 #                        listener stays, unauthenticated: it answers metadata, nothing else.
 set -euo pipefail
 
@@ -48,7 +50,8 @@ sasl_user=saga
 sasl_password=saga-secret
 authorizer=${KAFKA_AUTHORIZER:-0}
 if [ "$authorizer" = 1 ]; then
-  sasl_users=(saga admin order-service payment-service inventory-service shipping-service orders-view storefront monitor)
+  sasl_users=(saga admin order-service payment-service inventory-service shipping-service orders-view
+    trip-service flight-service hotel-service car-service billing-service storefront monitor)
 else
   sasl_users=(saga)
 fi

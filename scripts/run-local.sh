@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole saga on this machine: a local Kafka broker, the four services and the orders view,
-# their logs interleaved in this terminal, each line prefixed with the service's name.
+# The whole system on this machine: a local Kafka broker, the order saga's four services and the
+# orders view, the travel saga's five services, their logs interleaved in this terminal, each
+# line prefixed with the service's name.
 #
 #   scripts/run-local.sh            build (release), start broker + services; Ctrl-C stops all
 #   RESET=1 scripts/run-local.sh    start from nothing: delete the broker's and services' data
@@ -12,16 +13,17 @@
 #                                   storefront user places orders (README, "Only the right service…")
 #
 # Services keep their state in ./data/<service>; the broker in ./.kafka. Port: KAFKA_PORT (9092).
-# Each serves /metrics, /healthz and /readyz on 127.0.0.1:9601 (order) to 9604 (shipping), and
-# 9605 (the view). The orders view answers on http://127.0.0.1:8080 (SAGA_HTTP_ADDR).
+# Each serves /metrics, /healthz and /readyz on 127.0.0.1:9601 (order) to 9604 (shipping), 9605
+# (the view), and 9606 (trip) to 9610 (billing). The orders view answers on
+# http://127.0.0.1:8080 (SAGA_HTTP_ADDR).
 # Secured, they keep it in ./data/secured/<service>, the broker in ./.kafka/secured (a broker of
 # its own: users and ACLs do not mix with the plain one's data; PLAINTEXT on 9192).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 port=${KAFKA_PORT:-9092}
-services=(order payment inventory shipping)
-binaries=(order-service payment-service inventory-service shipping-service orders-view)
+binaries=(order-service payment-service inventory-service shipping-service orders-view
+  trip-service flight-service hotel-service car-service billing-service)
 metrics_port=9601 # order; then payment, inventory, shipping (README, "Metrics and probes")
 secured=${SECURED:-0}
 data=data
@@ -34,7 +36,7 @@ fi
 
 if [ "${RESET:-0}" = 1 ]; then
   scripts/kafka.sh reset
-  for s in "${services[@]}" orders-view; do rm -rf "${data:?}/$s"; done # not data/secured: the other run's
+  for b in "${binaries[@]}"; do rm -rf "${data:?}/${b%-service}"; done # not data/secured: the other run's
 fi
 
 echo "run-local: building the services (release)…" >&2

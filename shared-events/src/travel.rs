@@ -69,6 +69,16 @@ impl Leg {
             Leg::Car => "car",
         }
     }
+
+    /// Its service's three topics: reserved, unavailable, released.
+    pub const fn topics(self) -> [crate::Topic; 3] {
+        use crate::Topic;
+        match self {
+            Leg::Flight => [Topic::FlightReserved, Topic::FlightUnavailable, Topic::FlightReleased],
+            Leg::Hotel => [Topic::HotelReserved, Topic::HotelUnavailable, Topic::HotelReleased],
+            Leg::Car => [Topic::CarReserved, Topic::CarUnavailable, Topic::CarReleased],
+        }
+    }
 }
 
 /// Seats on one flight on one date.

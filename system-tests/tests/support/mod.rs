@@ -43,6 +43,9 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub const SERVICES: [&str; 4] = ["order-service", "payment-service", "inventory-service", "shipping-service"];
 
+/// The travel saga's services.
+pub const TRAVEL_SERVICES: [&str; 5] = ["trip-service", "flight-service", "hotel-service", "car-service", "billing-service"];
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
@@ -105,7 +108,7 @@ pub fn bin_dir() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.current_dir(repo_root()).args(["build", "--quiet", "--bins"]);
-        for s in SERVICES.iter().chain(&["orders-view", "saga-cli"]) {
+        for s in SERVICES.iter().chain(&TRAVEL_SERVICES).chain(&["orders-view", "saga-cli"]) {
             build.args(["-p", s]);
         }
         if release {
@@ -305,11 +308,21 @@ impl Deployment {
     /// Like [`Deployment::on`], reading and writing its topics with `client` (e.g. a super
     /// user's on a broker with ACLs).
     pub fn with_client(bootstrap: &str, partitions: i32, extra: &[&str], client: Client) -> Deployment {
+        Self::of(&SERVICES, bootstrap, partitions, extra, client)
+    }
+
+    /// The travel saga's five services (not started) on the test broker.
+    pub async fn travel(partitions: i32, extra: &[&str]) -> Deployment {
+        let client = ClientBuilder::new(vec![bootstrap().to_owned()]).build().await.expect("connect to the test broker");
+        Self::of(&TRAVEL_SERVICES, bootstrap(), partitions, extra, client)
+    }
+
+    fn of(names: &[&'static str], bootstrap: &str, partitions: i32, extra: &[&str], client: Client) -> Deployment {
         let bootstrap = bootstrap.to_owned();
         let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let root = tempfile::tempdir().unwrap();
         let mut services = BTreeMap::new();
-        for name in SERVICES {
+        for &name in names {
             let data_dir = root.path().join(name);
             let mut args = vec![
                 "--bootstrap-servers".to_owned(),
@@ -547,14 +560,9 @@ impl Deployment {
         out
     }
 
-    /// The decodable events on a topic about `order_id`.
+    /// The decodable events on a topic about `order_id` (or a trip, by its id).
     pub async fn events_for(&self, topic: Topic, order_id: &str) -> Vec<Seen> {
-        self.read(topic)
-            .await
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|s| s.envelope.event.order_id().is_some_and(|o| o.as_str() == order_id))
-            .collect()
+        self.read(topic).await.into_iter().filter_map(Result::ok).filter(|s| s.envelope.event.saga_id() == Some(order_id)).collect()
     }
 
     /// How many events of each topic there are about `order_id`.

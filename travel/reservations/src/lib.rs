@@ -44,6 +44,8 @@ pub enum LegRecord {
     Unavailable { reason: UnavailableReason },
     /// The cancellation came first: the trip must never be reserved here.
     CancelledFirst,
+    /// The request asked nothing of this leg: its cancellation has nothing to give back.
+    NotAsked,
 }
 
 /// What a request decided.
@@ -99,6 +101,7 @@ impl Reservations {
                 warn!(trip_id = %trip_id, leg = leg.as_str(), "request arrived after its trip's cancellation: not reserving it");
                 return None;
             }
+            Some(LegRecord::NotAsked) => {}
             Some(_) => {
                 debug!(trip_id = %trip_id, leg = leg.as_str(), "request already decided");
                 return None;
@@ -123,7 +126,7 @@ impl Reservations {
             }
         }
         if let Some(reason) = short {
-            info!(trip_id = %trip_id, leg = leg.as_str(), ?reason, "leg unavailable → LegUnavailable");
+            info!(trip_id = %trip_id, leg = leg.as_str(), ?reason, "{} unavailable → {}", leg.as_str(), leg.topics()[1]);
             self.trips.insert(trip_id.as_str(), LegRecord::Unavailable { reason });
             return Some(Decision::Unavailable(LegUnavailable { trip_id: trip_id.clone(), leg, reason }));
         }
@@ -132,9 +135,18 @@ impl Reservations {
             let free = self.free_on(unit).unwrap_or(0);
             self.free.insert(key.clone(), free - n);
         }
-        info!(trip_id = %trip_id, leg = leg.as_str(), units = units.len(), "leg reserved → LegReserved");
+        info!(trip_id = %trip_id, leg = leg.as_str(), units = units.len(), "{} reserved → {}", leg.as_str(), leg.topics()[0]);
         self.trips.insert(trip_id.as_str(), LegRecord::Reserved { units });
         Some(Decision::Reserved(LegReserved { trip_id: trip_id.clone(), leg }))
+    }
+
+    /// The trip's request asked nothing of this leg: remembered, so that its cancellation is
+    /// known to hold nothing here (and is not taken for one that came first).
+    pub fn not_asked(&mut self, trip_id: &TripId) {
+        if self.trips.get(trip_id.as_str()).is_none() {
+            debug!(trip_id = %trip_id, leg = self.leg.as_str(), "trip asks nothing of this leg");
+            self.trips.insert(trip_id.as_str(), LegRecord::NotAsked);
+        }
     }
 
     /// Refuses a leg whose days cannot be named (a date past the calendar's end, which
@@ -157,11 +169,11 @@ impl Reservations {
                     let free = self.free_on(unit).unwrap_or(0);
                     self.free.insert(unit.key(), free.saturating_add(unit.count));
                 }
-                warn!(trip_id = %trip_id, leg = leg.as_str(), compensation = true, "COMPENSATION: leg released → LegReleased");
+                warn!(trip_id = %trip_id, leg = leg.as_str(), compensation = true, "COMPENSATION: {} released → {}", leg.as_str(), leg.topics()[2]);
                 self.trips.insert(trip_id.as_str(), LegRecord::Released { units });
                 Some(LegReleased { trip_id: trip_id.clone(), leg })
             }
-            Some(LegRecord::Released { .. } | LegRecord::Unavailable { .. } | LegRecord::CancelledFirst) => None,
+            Some(LegRecord::Released { .. } | LegRecord::Unavailable { .. } | LegRecord::CancelledFirst | LegRecord::NotAsked) => None,
             None => {
                 info!(trip_id = %trip_id, leg = leg.as_str(), "trip cancelled before its request arrived here; it will not be reserved");
                 self.trips.insert(trip_id.as_str(), LegRecord::CancelledFirst);
@@ -247,6 +259,18 @@ mod tests {
         assert_eq!(r.release(&t), None);
         assert_eq!(r.reserve(&t, seats(1)), None);
         assert_eq!(r.free_on(&seats(1)[0]), Some(3));
+    }
+
+    #[test]
+    fn a_trip_that_asked_nothing_of_the_leg_is_cancelled_quietly() {
+        let mut r = service();
+        let t = TripId::from("t-1");
+        r.not_asked(&t);
+        assert_eq!(r.release(&t), None);
+        assert_eq!(r.trips.get("t-1"), Some(LegRecord::NotAsked), "not taken for a cancellation that came first");
+        r.release(&TripId::from("t-2"));
+        r.not_asked(&TripId::from("t-2"));
+        assert_eq!(r.trips.get("t-2"), Some(LegRecord::CancelledFirst));
     }
 
     #[test]

@@ -47,7 +47,10 @@ impl Cars {
 
     /// Reserves the trip's rental, if it asked for one.
     pub fn on_trip_requested(&mut self, trip: &TripRequested) -> Option<Decision> {
-        let leg = trip.car.as_ref()?;
+        let Some(leg) = trip.car.as_ref() else {
+            self.cars.not_asked(&trip.trip_id);
+            return None;
+        };
         match Self::units(leg) {
             Some(units) => self.cars.reserve(&trip.trip_id, units),
             None => self.cars.refuse(&trip.trip_id, UnavailableReason::UnknownResource),

@@ -46,7 +46,10 @@ impl Flights {
 
     /// Reserves the trip's flight, if it asked for one.
     pub fn on_trip_requested(&mut self, trip: &TripRequested) -> Option<Decision> {
-        let leg = trip.flight.as_ref()?;
+        let Some(leg) = trip.flight.as_ref() else {
+            self.seats.not_asked(&trip.trip_id);
+            return None;
+        };
         self.seats.reserve(&trip.trip_id, Self::units(leg))
     }
 

@@ -48,7 +48,10 @@ impl Hotels {
 
     /// Reserves the trip's stay, if it asked for one.
     pub fn on_trip_requested(&mut self, trip: &TripRequested) -> Option<Decision> {
-        let leg = trip.hotel.as_ref()?;
+        let Some(leg) = trip.hotel.as_ref() else {
+            self.rooms.not_asked(&trip.trip_id);
+            return None;
+        };
         match Self::units(leg) {
             Some(units) => self.rooms.reserve(&trip.trip_id, units),
             None => self.rooms.refuse(&trip.trip_id, UnavailableReason::UnknownResource),
