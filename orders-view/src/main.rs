@@ -1,8 +1,9 @@
 //! orders-view: "where is my order?", and the business's numbers. The query side of the saga.
 //!
 //! Consumes                 Keeps (sled, from events alone)           Serves (HTTP JSON)
-//! every saga topic   ──▶  each order's view, through order-     ──▶  GET /orders/{id}
-//! (DeadLetter too)         service's own rules; each customer's       GET /customers/{id}/orders
+//! every order-saga   ──▶  each order's view, through order-     ──▶  GET /orders/{id}
+//! topic (DeadLetter        service's own rules; each customer's       GET /customers/{id}/orders
+//! too)
 //!                          orders; counts all-time and per hour       GET /stats, /healthz, /
 //!
 //! Emits nothing: it never takes part in the saga. Delete its store and it rebuilds the same
