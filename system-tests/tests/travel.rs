@@ -159,3 +159,206 @@ async fn a_full_trip_a_sold_out_hotel_a_declined_charge_and_a_late_car() {
     let wallets: BTreeMap<String, u64> = d.table("billing-service", "wallets");
     assert_eq!((wallets["alice"], wallets["bob"]), (100_000 - 79_000, 1_000));
 }
+
+/// xorshift64*: reproducible chaos; the seed is printed with every run.
+struct Chaos(u64);
+
+impl Chaos {
+    fn from_env() -> Chaos {
+        let seed = std::env::var("SAGA_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
+        eprintln!("chaos seed: {seed} (rerun with SAGA_CHAOS_SEED={seed})");
+        Chaos(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// A request that contends for the storm's small inventories (QF1, tiny-inn, SYD, on two
+/// dates), from alice or from bob, who can pay for little.
+fn contended_trip(id: &str, chaos: &mut Chaos) -> String {
+    let date = ["2027-05-01", "2027-05-02"][chaos.below(2) as usize];
+    let who = if chaos.below(5) == 0 { "bob" } else { "alice" };
+    let mut legs = Vec::new();
+    while legs.is_empty() {
+        if chaos.below(2) == 0 {
+            legs.push(format!(r#""flight":{{"flight":"QF1","date":"{date}","seats":{},"price_cents":300}}"#, 1 + chaos.below(2)));
+        }
+        if chaos.below(2) == 0 {
+            legs.push(format!(r#""hotel":{{"hotel":"tiny-inn","check_in":"{date}","nights":{},"rooms":1,"price_cents":200}}"#, 1 + chaos.below(2)));
+        }
+        if chaos.below(2) == 0 {
+            legs.push(format!(r#""car":{{"location":"SYD","pick_up":"{date}","days":2,"cars":{},"price_cents":100}}"#, 1 + chaos.below(3)));
+        }
+    }
+    format!(r#"{{"trip_id":"{id}","customer_id":"{who}",{}}}"#, legs.join(","))
+}
+
+/// Distinct event ids per topic for each of the run's trips.
+async fn distinct(d: &Deployment, run: &str) -> BTreeMap<String, BTreeMap<Topic, usize>> {
+    let mut out: BTreeMap<String, BTreeMap<Topic, std::collections::BTreeSet<shared_events::EventId>>> = BTreeMap::new();
+    for topic in Saga::Travel.topics() {
+        if topic == Topic::DeadLetter {
+            continue;
+        }
+        for seen in d.read(topic).await.into_iter().filter_map(Result::ok) {
+            if let Some(id) = seen.envelope.event.saga_id().filter(|id| id.starts_with(run)) {
+                out.entry(id.to_owned()).or_default().entry(topic).or_default().insert(seen.envelope.meta.event_id);
+            }
+        }
+    }
+    out.into_iter().map(|(id, topics)| (id, topics.into_iter().map(|(t, ids)| (t, ids.len())).collect())).collect()
+}
+
+/// Whether a trip's events are whole: one end, each leg reserved at most once, a cancelled
+/// trip's reserved legs released once each, a confirmed one charged once and released never.
+fn whole(events: &BTreeMap<Topic, usize>) -> Result<(), String> {
+    let n = |t: Topic| events.get(&t).copied().unwrap_or(0);
+    let (confirmed, cancelled) = (n(Topic::TripConfirmed), n(Topic::TripCancelled));
+    if confirmed + cancelled != 1 {
+        return Err(format!("not ended once: {events:?}"));
+    }
+    for leg in Leg::ALL {
+        let [reserved, _, released] = leg.topics();
+        let want = if cancelled == 1 { n(reserved) } else { 0 };
+        if n(reserved) > 1 || n(released) != want {
+            return Err(format!("{leg:?} reserved {} released {}: {events:?}", n(reserved), n(released)));
+        }
+    }
+    if n(Topic::TripCharged) != confirmed {
+        return Err(format!("charged {} for confirmed {confirmed}: {events:?}", n(Topic::TripCharged)));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_nine_storm_with_duplicates_loses_no_seat_room_car_or_cent() {
+    let n_trips: usize = std::env::var("TRAVEL_SOAK_TRIPS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let n_kills: usize = std::env::var("TRAVEL_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let mut chaos = Chaos::from_env();
+    let mut d = Deployment::travel(3, &[]).await;
+    // Inventories the run's trips contend for, about two thirds of what they ask.
+    for (service, seed) in [
+        ("flight-service", r#"{"flights": {"QF1": 30}}"#),
+        ("hotel-service", r#"{"hotels": {"tiny-inn": 20}}"#),
+        ("car-service", r#"{"locations": {"SYD": 40}}"#),
+    ] {
+        let file = d.root.path().join(format!("{service}.seed.json"));
+        std::fs::write(&file, seed).unwrap();
+        d.service(service).args.extend(["--seed".to_owned(), file.display().to_string()]);
+    }
+    // Besides the kills, two services abort right after every few durable commits, before
+    // publishing: the window between a local commit and its outbox's publish.
+    for (name, every) in [("trip-service", "7"), ("hotel-service", "5")] {
+        d.service(name).args.extend(["--fault-crash-after-commit".to_owned(), every.to_owned()]);
+    }
+    d.start_all().await;
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mut kills = 0;
+    let mut crashes = 0;
+    let mut supervise = |d: &mut Deployment, crashes: &mut usize| {
+        for name in support::TRAVEL_SERVICES {
+            let svc = d.service(name);
+            if let Some(status) = svc.reap() {
+                use std::os::unix::process::ExitStatusExt;
+                let injected = status.signal() == Some(6) && support::tail(&svc.log, 3).contains("fault injection: aborting");
+                assert!(injected, "{name} died on its own with {status}\n{}", support::tail(&svc.log, 30));
+                *crashes += 1;
+                svc.start();
+            }
+        }
+    };
+    let mut next = 0;
+    while next < n_trips || kills < n_kills {
+        for _ in 0..3 {
+            if next < n_trips {
+                let id = format!("{run}-{next}");
+                let json = contended_trip(&id, &mut chaos);
+                let partition = shared_events::partitioner::partition_for_key(id.as_bytes(), 3);
+                let copies = if chaos.below(6) == 0 { 2 } else { 1 };
+                for _ in 0..copies {
+                    d.produce(Topic::TripRequested, partition, Some(id.clone().into_bytes()), json.clone().into_bytes(), BTreeMap::new()).await;
+                }
+                if chaos.below(8) == 0 {
+                    let cancel = format!(r#"{{"trip_id":"{id}"}}"#);
+                    d.produce(Topic::TripCancellationRequested, partition, Some(id.clone().into_bytes()), cancel.into_bytes(), BTreeMap::new()).await;
+                }
+                next += 1;
+            }
+        }
+        supervise(&mut d, &mut crashes);
+        if kills < n_kills && chaos.below(3) == 0 {
+            let name = support::TRAVEL_SERVICES[chaos.below(5) as usize];
+            let svc = d.service(name);
+            if svc.is_running() {
+                svc.kill9();
+                kills += 1;
+                svc.start();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20 + chaos.below(120))).await;
+    }
+
+    // Until every trip is whole on the topics.
+    let deadline = std::time::Instant::now() + support::TEST_TIMEOUT * 2;
+    loop {
+        supervise(&mut d, &mut crashes);
+        let events = distinct(&d, run).await;
+        let broken: Vec<String> = (0..n_trips)
+            .map(|i| format!("{run}-{i}"))
+            .filter_map(|id| whole(events.get(&id).unwrap_or(&BTreeMap::new())).err().map(|e| format!("{id}: {e}")))
+            .collect();
+        if broken.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "trips not whole: {}\n{}", broken[..broken.len().min(5)].join("\n"), d.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let events = distinct(&d, run).await;
+    d.stop_all().await;
+
+    // The stores agree with the topics, and everything adds up.
+    let trips: BTreeMap<String, TripRecord> = d.table("trip-service", "trips");
+    let mut confirmed_cents = 0;
+    for i in 0..n_trips {
+        let id = format!("{run}-{i}");
+        let ended = if events[&id].contains_key(&Topic::TripConfirmed) { TripStatus::Confirmed } else { TripStatus::Cancelled };
+        assert_eq!(trips[&id].status, ended, "{id}");
+        assert_eq!(trips[&id].releases_awaited(), Vec::<Leg>::new(), "{id}");
+        if ended == TripStatus::Confirmed {
+            confirmed_cents += trips[&id].request.as_ref().unwrap().amount_cents;
+        }
+    }
+    for (service, leg) in [("flight-service", Leg::Flight), ("hotel-service", Leg::Hotel), ("car-service", Leg::Car)] {
+        let capacity: BTreeMap<String, u32> = d.table(service, "capacity");
+        let free: BTreeMap<String, u32> = d.table(service, "free");
+        let records: BTreeMap<String, LegRecord> = d.table(service, "trips");
+        let mut held: BTreeMap<String, u32> = BTreeMap::new();
+        for (trip, record) in &records {
+            if let LegRecord::Reserved { units } = record {
+                assert_eq!(trips[trip].status, TripStatus::Confirmed, "{leg:?}: {trip} holds units but is not confirmed");
+                for u in units {
+                    *held.entry(u.key()).or_default() += u.count;
+                }
+            }
+        }
+        for (day, left) in &free {
+            let resource = day.rsplit_once('/').unwrap().0;
+            assert_eq!(left + held.get(day).copied().unwrap_or(0), capacity[resource], "{leg:?} {day}: free + held = capacity");
+        }
+    }
+    let wallets: BTreeMap<String, u64> = d.table("billing-service", "wallets");
+    let seeded: u64 = billing_rules::Seed::default().wallets.values().sum();
+    assert_eq!(wallets.values().sum::<u64>() + confirmed_cents, seeded, "money adds up");
+    let confirmed = events.values().filter(|e| e.contains_key(&Topic::TripConfirmed)).count();
+    let restarts: u32 = d.services.values().map(|s| s.starts - 1).sum();
+    eprintln!("travel storm: {n_trips} trips ({confirmed} confirmed), {kills} kill -9, {crashes} injected crashes between commit and publish, {restarts} restarts");
+    assert!(crashes > 0, "no crash landed between commit and publish");
+    assert!(confirmed > 0 && confirmed < n_trips, "both outcomes: {confirmed} of {n_trips} confirmed");
+}
