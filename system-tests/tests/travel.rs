@@ -262,7 +262,7 @@ async fn a_kill_nine_storm_with_duplicates_loses_no_seat_room_car_or_cent() {
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let mut kills = 0;
     let mut crashes = 0;
-    let mut supervise = |d: &mut Deployment, crashes: &mut usize| {
+    let supervise = |d: &mut Deployment, crashes: &mut usize| {
         for name in support::TRAVEL_SERVICES {
             let svc = d.service(name);
             if let Some(status) = svc.reap() {
