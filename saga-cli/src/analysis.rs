@@ -1,11 +1,12 @@
-//! What the recorded events say: per-order histories, current state, stuck sagas, and
-//! violations of the saga's invariants. Pure functions: no Kafka, no clock.
+//! What the recorded events say: per-saga histories, current state, stuck sagas, and
+//! violations of the sagas' invariants. Pure functions: no Kafka, no clock. Orders are
+//! analysed here; trips in [`crate::trips`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use order_rules::{OrderRecord, OrderStatus, Orders};
 use saga_runtime::Context;
-use shared_events::{Envelope, Event, EventId, Topic};
+use shared_events::{Envelope, Event, EventId, Saga, Topic};
 
 /// One event as found on a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,8 +18,14 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    pub fn order_id(&self) -> Option<&str> {
-        self.envelope.event.order_id().map(|o| o.as_str())
+    /// The order or trip it is about.
+    pub fn saga_id(&self) -> Option<&str> {
+        self.envelope.event.saga_id()
+    }
+
+    /// The saga it belongs to (`None`: a dead letter).
+    pub fn saga(&self) -> Option<Saga> {
+        self.topic.saga()
     }
 
     pub fn at_ms(&self) -> i64 {
@@ -26,12 +33,12 @@ impl Recorded {
     }
 }
 
-/// Events grouped by order, each order's events once per event id, in time order.
-pub fn by_order(events: &[Recorded]) -> BTreeMap<String, Vec<Recorded>> {
+/// Events grouped by order or trip, each one's events once per event id, in time order.
+pub fn by_saga(events: &[Recorded]) -> BTreeMap<String, Vec<Recorded>> {
     let mut orders: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for e in events {
-        let Some(id) = e.order_id() else { continue };
+        let Some(id) = e.saga_id() else { continue };
         if e.topic == Topic::DeadLetter || !seen.insert(e.envelope.meta.event_id) {
             continue;
         }
@@ -51,7 +58,7 @@ pub fn state(history: &[Recorded]) -> OrderRecord {
     for e in history {
         let ctx = Context { now_ms: e.at_ms(), partition: e.partition };
         orders.apply(&e.envelope, &ctx);
-        id = e.order_id().map(str::to_owned);
+        id = e.saga_id().map(str::to_owned);
     }
     id.and_then(|id| orders.orders.get(&id)).unwrap_or_default()
 }
@@ -61,8 +68,16 @@ pub fn is_terminal(history: &[Recorded]) -> bool {
     history.iter().any(|e| e.topic.is_terminal())
 }
 
-/// The one-line summary of an order's state.
+/// Whether a history is a trip's.
+fn is_trip(history: &[Recorded]) -> bool {
+    history.first().and_then(Recorded::saga) == Some(Saga::Travel)
+}
+
+/// The one-line summary of an order's or a trip's state.
 pub fn state_line(history: &[Recorded]) -> String {
+    if is_trip(history) {
+        return crate::trips::state_line(history);
+    }
     let rec = state(history);
     let span = match (history.first(), history.last()) {
         (Some(a), Some(b)) => format!(", {} ms from first to last event", b.at_ms() - a.at_ms()),
@@ -127,14 +142,19 @@ pub struct Stuck {
 /// Sagas started more than `older_than_ms` before `now_ms` that have not finished.
 pub fn stuck(events: &[Recorded], now_ms: i64, older_than_ms: i64) -> Vec<Stuck> {
     let mut out = Vec::new();
-    for (order_id, history) in by_order(events) {
-        let rec = state(&history);
-        let unfinished = !is_terminal(&history) || !rec.awaiting().is_empty();
+    for (order_id, history) in by_saga(events) {
+        let (unfinished, waiting) = if is_trip(&history) {
+            let rec = crate::trips::state(&history);
+            (!crate::trips::is_finished(&rec), crate::trips::waiting_on(&rec))
+        } else {
+            let rec = state(&history);
+            (!is_terminal(&history) || !rec.awaiting().is_empty(), waiting_on(&rec))
+        };
         let started = history.iter().map(|e| e.envelope.meta.saga_started_at_ms).min().unwrap_or(now_ms);
         let age_ms = now_ms - started;
         if unfinished && age_ms > older_than_ms {
             let last = history.last().map_or(Topic::OrderCreated, |e| e.topic);
-            out.push(Stuck { order_id, age_ms, last, waiting_on: waiting_on(&rec) });
+            out.push(Stuck { order_id, age_ms, last, waiting_on: waiting });
         }
     }
     out.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
@@ -166,7 +186,7 @@ pub fn audit(events: &[Recorded], now_ms: i64, grace_ms: i64) -> Vec<Violation> 
         if let Some(cause) = e.envelope.meta.causation_id {
             if !known.contains(&cause) {
                 out.push(Violation {
-                    order_id: e.order_id().map(str::to_owned),
+                    order_id: e.saga_id().map(str::to_owned),
                     rule: "unknown cause",
                     detail: format!("{} names cause {cause}, which is on no topic", e.topic),
                     evidence: vec![e.clone()],
@@ -174,7 +194,11 @@ pub fn audit(events: &[Recorded], now_ms: i64, grace_ms: i64) -> Vec<Violation> 
             }
         }
     }
-    for (order_id, history) in by_order(events) {
+    for (order_id, history) in by_saga(events) {
+        if is_trip(&history) {
+            crate::trips::audit(&order_id, &history, now_ms, grace_ms, &mut out);
+            continue;
+        }
         let mut v = |rule: &'static str, detail: String, evidence: Vec<&Recorded>| {
             out.push(Violation {
                 order_id: Some(order_id.clone()),
@@ -184,7 +208,7 @@ pub fn audit(events: &[Recorded], now_ms: i64, grace_ms: i64) -> Vec<Violation> 
             })
         };
         let of = |t: Topic| history.iter().filter(|e| e.topic == t).collect::<Vec<_>>();
-        for t in Topic::ALL {
+        for t in Topic::ORDER {
             let list = of(t);
             // A customer may ask to cancel more than once; every other event happens once.
             if list.len() > 1 && !matches!(t, Topic::OrderCancellationRequested | Topic::OrderCancellationRefused) {
@@ -280,7 +304,7 @@ mod tests {
     fn a_compensated_saga_passes_the_audit_and_reads_as_compensated() {
         let events = cancelled_after_shipping_failed();
         assert_eq!(audit(&events, 1_000_000, 30_000), vec![]);
-        let line = state_line(&by_order(&events)["o-1"]);
+        let line = state_line(&by_saga(&events)["o-1"]);
         assert!(line.contains("cancelled (shipping_failed), compensated: refunded, stock released"), "{line}");
         assert!(stuck(&events, 1_000_000, 1_000).is_empty());
     }

@@ -12,5 +12,6 @@ pub mod access;
 pub mod analysis;
 pub mod io;
 pub mod render;
+pub mod trips;
 
 pub use analysis::Recorded;

@@ -49,16 +49,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// An order's timeline across all topics, then its state in one line.
+    /// An order's or a trip's timeline across all topics, then its state in one line.
     Trace {
+        /// The order id or trip id.
         order_id: String,
     },
     /// Follow every topic live, one line per event.
     Watch {
-        /// Only this order.
+        /// Only this order (or trip).
         #[arg(long)]
         order: Option<String>,
-        /// Only this customer's orders.
+        /// Only this customer's orders and trips.
         #[arg(long)]
         customer: Option<String>,
         /// Start from the oldest records instead of now.
@@ -71,7 +72,8 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         older_than: Duration,
     },
-    /// Check the whole log for the saga's invariants; exit 1 if any is broken.
+    /// Check the whole log for the sagas' invariants (orders' and trips'); exit 1 if any is
+    /// broken.
     Audit {
         /// Compensations of cancellations younger than this are in flight, not missing.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -175,11 +177,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Trace { order_id } => {
             let events = topics.read_all().await?.events;
-            let orders = analysis::by_order(&events);
+            let orders = analysis::by_saga(&events);
             let Some(history) = orders.get(&order_id) else {
-                bail!("no events for order `{order_id}`");
+                bail!("no events for order or trip `{order_id}`");
             };
-            say(&format!("order {order_id} (partition {})", history[0].partition));
+            let what = if history[0].saga() == Some(shared_events::Saga::Travel) { "trip" } else { "order" };
+            say(&format!("{what} {order_id} (partition {})", history[0].partition));
             let mut previous = None;
             for e in history {
                 say(&render::trace_line(e, previous, colour));
@@ -189,7 +192,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Watch { order, customer, from_beginning } => {
             let shown = |e: &Recorded, owner: &HashMap<String, String>| {
-                let id = e.order_id().unwrap_or_default();
+                let id = e.saga_id().unwrap_or_default();
                 order.as_deref().is_none_or(|o| o == id)
                     && customer.as_deref().is_none_or(|c| owner.get(id).map(String::as_str) == Some(c))
             };
@@ -239,7 +242,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit { grace } => {
             let history = topics.read_all().await?;
             let (events, undecodable) = (history.events, history.undecodable);
-            let orders = analysis::by_order(&events).len();
+            let orders = analysis::by_saga(&events).len();
             let violations = analysis::audit(&events, now_ms(), grace.as_millis() as i64);
             for v in &violations {
                 say(&format!("{} {}: {} — {}", render::paint("VIOLATION", render::Tone::Poison, colour), v.order_id.as_deref().unwrap_or("-"), v.rule, v.detail));
@@ -409,9 +412,10 @@ fn learn_owner(owner: &mut HashMap<String, String>, e: &Recorded) {
         Event::OrderCreated(o) => &o.customer_id,
         Event::PaymentCompleted(p) => &p.customer_id,
         Event::PaymentFailed(p) => &p.customer_id,
+        Event::TripRequested(t) => &t.customer_id,
         _ => return,
     };
-    if let Some(id) = e.order_id() {
+    if let Some(id) = e.saga_id() {
         owner.entry(id.to_owned()).or_insert_with(|| customer.clone());
     }
 }

@@ -111,7 +111,7 @@ pub fn marker(topic: Topic) -> &'static str {
 
 /// One line for `watch`: time, service, event, order, facts.
 pub fn watch_line(e: &Recorded, colour: bool) -> String {
-    let order = e.order_id().unwrap_or("-");
+    let order = e.saga_id().unwrap_or("-");
     let name = format!("{}{:<26}", marker(e.topic), e.topic.as_str());
     format!(
         "{}  {:<10} {} {:<14} {}",

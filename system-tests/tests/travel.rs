@@ -154,6 +154,14 @@ async fn a_full_trip_a_sold_out_hotel_a_declined_charge_and_a_late_car() {
             assert_eq!(left + held.get(day).copied().unwrap_or(0), capacity[resource], "{leg:?} {day}");
         }
     }
+    // The operator's tools read trips too: the late trip's story, and a clean audit.
+    let (code, trace, err) = d.saga(&["trace", &late]);
+    assert_eq!(code, 0, "{err}");
+    assert!(trace.contains(&format!("trip {late}")) && trace.contains("HotelUnavailable") && trace.contains("TripCancelled"), "{trace}");
+    assert!(trace.contains("state: cancelled (LegUnavailable { leg: Hotel })"), "{trace}");
+    let (code, audit, _) = d.saga(&["audit", "--grace", "0s"]);
+    assert_eq!(code, 0, "{audit}");
+    assert!(audit.contains("0 violation"), "{audit}");
     let cars: BTreeMap<String, LegRecord> = d.table("car-service", "trips");
     assert!(matches!(cars[&late], LegRecord::Released { .. } | LegRecord::CancelledFirst), "{:?}", cars[&late]);
     let wallets: BTreeMap<String, u64> = d.table("billing-service", "wallets");
