@@ -7,12 +7,17 @@
 //! compensations its outcome needs, money and stock exactly conserved, no event id twice with
 //! different content.
 //!
+//! The travel saga runs here too (`Config::saga`, [`travel`]): its five rule sets under the
+//! same faults, with its own oracles (every trip ended and whole, seats, rooms, cars and money
+//! conserved).
+//!
 //! A run is a function of its seed: `SAGA_SIM_SEED=…` replays one exactly (see the tests).
 
 pub mod log;
 pub mod node;
 pub mod planted;
 pub mod rng;
+pub mod travel;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,7 +28,7 @@ use order_rules::{OrderRecord, Orders};
 use payment_rules::Payment;
 use shared_events::envelope::headers;
 use shared_events::partitioner::partition_for_key;
-use shared_events::{Address, Envelope, Event, EventId, LineItem, OrderCancellationRequested, OrderCreated, Topic};
+use shared_events::{Address, Envelope, Event, EventId, LineItem, OrderCancellationRequested, OrderCreated, Saga, Topic};
 use shipping_rules::Shipping;
 
 use crate::log::Log;
@@ -39,6 +44,10 @@ pub enum PlantedBug {
     /// ([`planted::RefundOnDuplicate`]). Only a duplicate the dedup window let through can
     /// trigger it.
     RefundOnDuplicate,
+    /// In the travel saga's rules: the car service forgets a cancellation that came before its
+    /// trip's request ([`planted::ReserveAfterCancel`]), so the late request holds a car for
+    /// good.
+    ReserveAfterCancel,
 }
 
 /// What a run does besides its seed.
@@ -49,11 +58,13 @@ pub struct Config {
     /// Scheduler steps before the faults stop and everything is let run to its end.
     pub chaos_steps: usize,
     pub planted: Option<PlantedBug>,
+    /// Which saga runs: the order saga, or the travel saga (`orders` is then its trips).
+    pub saga: Saga,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { orders: 12, chaos_steps: 1_500, planted: None }
+        Config { orders: 12, chaos_steps: 1_500, planted: None, saga: Saga::Order }
     }
 }
 
@@ -106,6 +117,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const POISON: [&[u8]; 4] = [b"{not json", br#"{"order_id": 7}"#, &[0xff, 0xfe, 0x00], b""];
 
 struct World {
+    saga: Saga,
     rng: Rng,
     now_ms: i64,
     log: Log,
@@ -113,6 +125,8 @@ struct World {
     nodes: Vec<Box<dyn Process>>,
     /// The orders the storefront placed.
     placed: Vec<OrderCreated>,
+    /// The trips it requested (the travel saga).
+    trips: Vec<shared_events::travel::TripRequested>,
     trace: Vec<String>,
     crashes: u32,
     planted: Option<PlantedBug>,
@@ -149,7 +163,10 @@ impl World {
         let window = *rng.pick(&[1, 2, 4, 16, 64, usize::MAX]);
         let wallets = WALLETS.iter().map(|(c, w)| (c.to_string(), *w)).collect();
         let stock = STOCK.iter().map(|(s, n)| (s.to_string(), *n)).collect();
-        let nodes: Vec<Box<dyn Process>> = vec![
+        let nodes: Vec<Box<dyn Process>> = if config.saga == Saga::Travel {
+            travel::nodes(partitions, window, wallets, config.planted)?
+        } else {
+            vec![
             Box::new(Node::new(|| Orders::new(Some(DEADLINE)), order_rules::Seed {}, partitions, window)?),
             if config.planted == Some(PlantedBug::RefundOnDuplicate) {
                 Box::new(Node::new(|| planted::RefundOnDuplicate(Payment::default()), payment_rules::Seed { wallets }, partitions, window)?)
@@ -158,14 +175,17 @@ impl World {
             },
             Box::new(Node::new(Inventory::default, inventory_rules::Seed { stock }, partitions, window)?),
             Box::new(Node::new(Shipping::default, shipping_rules::Seed::default(), partitions, window)?),
-        ];
+            ]
+        };
         Ok(World {
+            saga: config.saga,
             rng,
             now_ms: 1_000_000,
             log: Log::default(),
             partitions,
             nodes,
             placed: Vec::new(),
+            trips: Vec::new(),
             trace: Vec::new(),
             crashes: 0,
             planted: config.planted,
@@ -175,6 +195,9 @@ impl World {
     }
 
     fn place(&mut self, seq: usize) {
+        if self.saga == Saga::Travel {
+            return self.request_trip(seq);
+        }
         let id = format!("o-{seq}");
         let sku = *self.rng.pick(&SKUS);
         let order = OrderCreated {
@@ -194,6 +217,9 @@ impl World {
     }
 
     fn request_cancellation(&mut self) {
+        if self.saga == Saga::Travel {
+            return self.cancel_trip();
+        }
         if self.placed.is_empty() {
             return;
         }
@@ -207,14 +233,16 @@ impl World {
     /// A record no service can decode, on any saga topic, as a buggy producer or a person with
     /// kcat writes it: each service that reads the topic must park it once and go on.
     fn write_poison(&mut self) {
-        let topic = *self.rng.pick(&Topic::ORDER);
+        let topics = self.saga.topics();
+        let topic = *self.rng.pick(&topics);
         if topic == Topic::DeadLetter {
             return;
         }
         let partition = self.rng.below(self.partitions as u64) as i32;
-        let key = match self.placed.is_empty() {
+        let ids = self.ids();
+        let key = match ids.is_empty() {
             true => "junk".to_owned(),
-            false => self.rng.pick(&self.placed).order_id.0.clone(),
+            false => self.rng.pick(&ids).clone(),
         };
         let value = *self.rng.pick(&POISON);
         let record = saga_core::Record {
@@ -230,7 +258,8 @@ impl World {
 
     /// A record appended again, as a producer retrying after a lost acknowledgement does.
     fn duplicate_a_record(&mut self) {
-        let topic = *self.rng.pick(&Topic::ORDER);
+        let topics = self.saga.topics();
+        let topic = *self.rng.pick(&topics);
         let partition = self.rng.below(self.partitions as u64) as i32;
         let end = self.log.end(topic, partition);
         if end > 0 {
@@ -313,8 +342,19 @@ impl World {
         Err("the saga never settled".to_owned())
     }
 
-    /// The orders order-service has not ended (so far).
+    /// The ids of the orders or trips placed so far.
+    fn ids(&self) -> Vec<String> {
+        match self.saga {
+            Saga::Order => self.placed.iter().map(|o| o.order_id.0.clone()).collect(),
+            Saga::Travel => self.trips.iter().map(|t| t.trip_id.0.clone()).collect(),
+        }
+    }
+
+    /// The orders order-service (or trips trip-service) has not ended (so far).
     fn open_orders(&self) -> Vec<String> {
+        if self.saga == Saga::Travel {
+            return self.open_trips();
+        }
         let mut ignored = Vec::new();
         let orders = rows::<OrderRecord>(self.node("order-service"), "orders", &mut ignored);
         self.placed
@@ -333,7 +373,18 @@ impl World {
     fn check(&self) -> (Outcome, Vec<String>) {
         let mut violations = Vec::new();
         let mut outcome = Outcome { crashes: self.crashes, records: self.log.all().count(), ..Outcome::default() };
-        let orders = rows::<OrderRecord>(self.node("order-service"), "orders", &mut violations);
+        if self.saga == Saga::Travel {
+            self.check_trips(&mut outcome, &mut violations);
+        } else {
+            self.check_orders(&mut outcome, &mut violations);
+        }
+        self.check_log(&mut outcome, &mut violations);
+        (outcome, violations)
+    }
+
+    /// Every order ended, with its compensations; money and stock conserved.
+    fn check_orders(&self, outcome: &mut Outcome, violations: &mut Vec<String>) {
+        let orders = rows::<OrderRecord>(self.node("order-service"), "orders", violations);
         let mut spent: BTreeMap<&str, u64> = BTreeMap::new();
         let mut taken: BTreeMap<&str, u64> = BTreeMap::new();
         for order in &self.placed {
@@ -362,14 +413,14 @@ impl World {
             violations.push(format!("{id}: still open once every event was delivered (before any deadline was let pass)"));
         }
         // Money: each wallet lost exactly what its completed orders cost; no other wallet exists.
-        let wallets = rows::<u64>(self.node("payment-service"), "wallets", &mut violations);
+        let wallets = rows::<u64>(self.node("payment-service"), "wallets", violations);
         let expected: BTreeMap<String, u64> =
             WALLETS.iter().map(|(c, start)| (c.to_string(), start - spent.get(c).copied().unwrap_or(0))).collect();
         if wallets != expected {
             violations.push(format!("wallets: {wallets:?}, expected {expected:?}"));
         }
         // Stock: exactly what completed orders took is gone.
-        let stock = rows::<u32>(self.node("inventory-service"), "stock", &mut violations);
+        let stock = rows::<u32>(self.node("inventory-service"), "stock", violations);
         let expected: BTreeMap<String, u32> = STOCK
             .iter()
             .map(|(sku, start)| (sku.to_string(), start - taken.get(sku).map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX))))
@@ -377,6 +428,10 @@ impl World {
         if stock != expected {
             violations.push(format!("stock: {stock:?}, expected {expected:?}"));
         }
+    }
+
+    /// What holds of the whole log in either saga: event ids, poison, `saga audit`.
+    fn check_log(&self, outcome: &mut Outcome, violations: &mut Vec<String>) {
         // An event id names one event: copies are equal.
         let mut by_id: BTreeMap<Vec<u8>, (Topic, Option<Vec<u8>>)> = BTreeMap::new();
         for (topic, _, record) in self.log.all() {
@@ -397,7 +452,7 @@ impl World {
             match shared_events::envelope::decode_record(record.raw(topic)) {
                 Ok(envelope) => {
                     if let Event::DeadLetter(letter) = &envelope.event {
-                        let id = letter.order_id.as_ref().map_or("-", |o| o.as_str());
+                        let id = envelope.event.saga_id().unwrap_or("-");
                         let what = format!("{id}: parked on DeadLetter by {}: {} ({})", letter.service, letter.error, letter.error_code);
                         parked.insert(envelope.meta.event_id, what);
                     }
@@ -427,12 +482,11 @@ impl World {
         for v in saga_cli::analysis::audit(&recorded, self.now_ms, 0) {
             violations.push(format!("{}: audit: {}: {}", v.order_id.as_deref().unwrap_or("-"), v.rule, v.detail));
         }
-        (outcome, violations)
     }
 
     /// The trace lines of the first order a violation names; otherwise the last lines.
     fn trace_for(&self, violations: &[String]) -> Vec<String> {
-        let named = violations.iter().find_map(|v| v.split(':').next().filter(|w| w.starts_with("o-")));
+        let named = violations.iter().find_map(|v| v.split(':').next().filter(|w| w.starts_with("o-") || w.starts_with("t-")));
         match named {
             Some(id) => {
                 let needle = format!("{id} ");

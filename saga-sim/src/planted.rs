@@ -34,3 +34,32 @@ impl Service for RefundOnDuplicate {
         self.0.tables()
     }
 }
+
+/// car-service's rules, forgetting a cancellation that came before its trip's request: the
+/// late request is reserved, and nothing will ever release it.
+pub struct ReserveAfterCancel(pub car_rules::Cars);
+
+impl Service for ReserveAfterCancel {
+    const NAME: &'static str = car_rules::Cars::NAME;
+    const CONSUMES: &'static [Topic] = car_rules::Cars::CONSUMES;
+    const EMITS: &'static [Topic] = car_rules::Cars::EMITS;
+    type Seed = <car_rules::Cars as Service>::Seed;
+
+    fn seed(&mut self, seed: Self::Seed) {
+        self.0.seed(seed);
+    }
+
+    fn handle(&mut self, input: &Envelope, ctx: &Context) -> Vec<Event> {
+        if let Event::TripRequested(trip) = &input.event {
+            let id = trip.trip_id.as_str();
+            if self.0.cars.trips.get(id) == Some(reservations::LegRecord::CancelledFirst) {
+                self.0.cars.trips.remove(id);
+            }
+        }
+        self.0.handle(input, ctx)
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
+        self.0.tables()
+    }
+}

@@ -74,3 +74,39 @@ fn show_a_planted_failure() {
     eprintln!("{failure}");
 }
 
+
+#[test]
+fn every_travel_seed_keeps_the_sagas_promises() {
+    let config = Config { saga: shared_events::Saga::Travel, ..Config::default() };
+    let (mut crashes, mut confirmed, mut poison, mut runs) = (0, 0, 0, 0);
+    let mut cancelled = std::collections::BTreeMap::new();
+    for seed in seeds(1_000) {
+        match run(seed, &config) {
+            Ok(outcome) => {
+                crashes += outcome.crashes;
+                confirmed += outcome.completed;
+                poison += outcome.poison;
+                for (reason, n) in outcome.cancelled {
+                    *cancelled.entry(reason).or_insert(0) += n;
+                }
+                runs += 1;
+            }
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    eprintln!("{runs} travel runs: {confirmed} trips confirmed, cancelled {cancelled:?}, {crashes} crashes, {poison} dead letters for poison");
+    if runs >= 100 {
+        for reason in ["leg_unavailable", "charge_declined", "deadline", "customer_request"] {
+            assert!(cancelled.get(reason).is_some_and(|n| *n > 0), "no trip cancelled for {reason}: {cancelled:?}");
+        }
+        assert!(confirmed > 0 && crashes > 0 && poison > 0, "{confirmed} confirmed, {crashes} crashes, {poison} dead letters for poison");
+    }
+}
+
+#[test]
+fn a_car_reserved_after_its_cancellation_is_caught_within_a_few_seeds() {
+    let config = Config { saga: shared_events::Saga::Travel, planted: Some(PlantedBug::ReserveAfterCancel), ..Config::default() };
+    let caught = (0..CATCH_WITHIN).find_map(|seed| run(seed, &config).err());
+    let failure = caught.unwrap_or_else(|| panic!("{CATCH_WITHIN} seeds and the planted bug was never caught"));
+    assert!(failure.violations.iter().any(|v| v.contains("Car holds units, but the trip is not confirmed")), "caught for another reason: {failure}");
+}
