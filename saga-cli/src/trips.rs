@@ -17,7 +17,7 @@ pub fn state(history: &[Recorded]) -> TripRecord {
     let mut id = None;
     for e in history {
         if let Some(input) = Input::of(&e.envelope.event) {
-            trips.apply(&input, e.at_ms(), e.partition);
+            trips.apply(&input, e.at_ms(), e.envelope.meta.saga_started_at_ms, e.partition);
         }
         id = e.saga_id().map(str::to_owned);
     }

@@ -299,8 +299,9 @@ fn dead_letter(service: &str, fetched: &Fetched, parked: Parked<'_>, now_ms: i64
         bounded_headers(headers.into_iter().flatten().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v))));
     let saga = fetched.topic.saga();
     let mut letter = DeadLetter {
-        order_id: if is_text && saga == Some(Saga::Order) { shared_events::envelope::sniff_order_id(value) } else { None },
-        trip_id: if is_text && saga == Some(Saga::Travel) { shared_events::envelope::sniff_trip_id(value) } else { None },
+        // A record on DeadLetter itself belongs to either saga: both ids are looked for.
+        order_id: if is_text && saga != Some(Saga::Travel) { shared_events::envelope::sniff_order_id(value) } else { None },
+        trip_id: if is_text && saga != Some(Saga::Order) { shared_events::envelope::sniff_trip_id(value) } else { None },
         service: service.to_owned(),
         source_topic: fetched.topic.as_str().to_owned(),
         source_partition: fetched.partition,

@@ -57,8 +57,9 @@ impl EventId {
     pub fn for_event(event: &Event) -> EventId {
         let order_id = event.saga_id().unwrap_or_default();
         match event {
-            Event::OrderCreated(_) => {
-                let mut name = format!("OrderCreated/{order_id}/").into_bytes();
+            // A trip's request, likewise: a trip id reused for other legs is another event.
+            Event::OrderCreated(_) | Event::TripRequested(_) => {
+                let mut name = format!("{}/{order_id}/", event.topic()).into_bytes();
                 name.extend(event.to_json());
                 EventId(Uuid::new_v5(&ID_NAMESPACE, &name))
             }

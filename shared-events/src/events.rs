@@ -532,6 +532,9 @@ impl Event {
         }
         if let Some(id) = self.trip_id() {
             non_empty("trip_id", id.as_str())?;
+            if id.as_str().len() > crate::travel::MAX_ID_BYTES {
+                return Err(("trip_id".to_owned(), "must be at most 128 bytes"));
+            }
         }
         match self {
             Event::OrderCreated(e) => {

@@ -172,12 +172,14 @@ impl TripRequested {
             id("hotel.hotel", &h.hotel)?;
             date("hotel.check_in", &h.check_in)?;
             count("hotel.nights", h.nights, MAX_DAYS)?;
+            within_calendar("hotel.check_in", &h.check_in, h.nights)?;
             count("hotel.rooms", h.rooms, 9)?;
         }
         if let Some(c) = &self.car {
             id("car.location", &c.location)?;
             date("car.pick_up", &c.pick_up)?;
             count("car.days", c.days, MAX_DAYS)?;
+            within_calendar("car.pick_up", &c.pick_up, c.days)?;
             count("car.cars", c.cars, 9)?;
         }
         self.total_cents().map(|_| ()).ok_or(BadRequest::PriceOverflow)
@@ -193,6 +195,11 @@ fn date(field: &'static str, value: &str) -> Result<(), BadRequest> {
     parse_date(value).map(|_| ()).ok_or(BadRequest::BadDate { field })
 }
 
+/// A run of days that stays inside the calendar (`time`'s, to year 9999).
+fn within_calendar(field: &'static str, first: &str, days: u32) -> Result<(), BadRequest> {
+    dates_from(first, days).map(|_| ()).ok_or(BadRequest::BadDate { field })
+}
+
 fn count(field: &'static str, value: u32, max: u32) -> Result<(), BadRequest> {
     (1..=max).contains(&value).then_some(()).ok_or(BadRequest::OutOfRange { field, max })
 }
@@ -201,7 +208,9 @@ fn count(field: &'static str, value: u32, max: u32) -> Result<(), BadRequest> {
 pub fn parse_date(text: &str) -> Option<Date> {
     let mut parts = text.split('-');
     let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+    let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+    // One spelling per day: the text is a day's key in the legs' inventories.
+    if parts.next().is_some() || !digits(y, 4) || !digits(m, 2) || !digits(d, 2) {
         return None;
     }
     let month = Month::try_from(m.parse::<u8>().ok()?).ok()?;
@@ -435,7 +444,7 @@ impl BadRequest {
     pub fn reason(&self) -> &'static str {
         match self {
             BadRequest::NoLeg => "a trip asks for at least one of flight, hotel and car",
-            BadRequest::BadId { .. } => "must be 1 to 128 bytes without control characters",
+            BadRequest::BadId { .. } => "must be 1 to 128 (MAX_ID_BYTES) bytes without control characters",
             BadRequest::BadDate { .. } => "must be a calendar date, YYYY-MM-DD",
             BadRequest::OutOfRange { .. } => "is out of range (seats, rooms and cars 1 to 9; nights and days 1 to 30)",
             BadRequest::PriceOverflow => "the trip's total price overflows",
@@ -476,13 +485,16 @@ mod tests {
         rich.flight.as_mut().unwrap().price_cents = u64::MAX;
         assert_eq!(rich.check(), Err(BadRequest::PriceOverflow));
         assert!(serde_json::from_str::<TripRequested>(&FULL.replace("\"seats\"", "\"seat\"")).is_err(), "unknown fields are refused");
+        let mut late: TripRequested = serde_json::from_str(FULL).unwrap();
+        late.hotel.as_mut().unwrap().check_in = "9999-12-31".into();
+        assert_eq!(late.check(), Err(BadRequest::BadDate { field: "hotel.check_in" }), "a stay past the calendar's end");
     }
 
     #[test]
     fn dates_run_across_months_and_years() {
         assert_eq!(dates_from("2027-12-30", 3).unwrap(), ["2027-12-30", "2027-12-31", "2028-01-01"]);
         assert_eq!(dates_from("2028-02-28", 2).unwrap(), ["2028-02-28", "2028-02-29"]);
-        for bad in ["2027-3-14", "2027-03-14-1", "27-03-14", "2027-13-01", "", "2027-03-1x"] {
+        for bad in ["2027-3-14", "2027-03-14-1", "27-03-14", "2027-13-01", "", "2027-03-1x", "2027-+3-14", "+027-03-14"] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
     }

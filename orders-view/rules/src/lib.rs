@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use order_rules::{Checked, OrderRecord, OrderStatus};
 use saga_core::{Context, PersistentTable, Service, Table};
 use serde::{Deserialize, Serialize};
-use shared_events::{CancelReason, DeadLetter, Envelope, Event, EventId, LineItem, OrderId, Topic};
+use shared_events::{CancelReason, DeadLetter, Envelope, Event, EventId, LineItem, OrderId, Saga, Topic};
 use tracing::debug;
 
 /// One step of an order's saga, as the view saw it.
@@ -197,6 +197,11 @@ impl OrdersView {
     pub fn apply(&mut self, input: &Envelope, ctx: &Context) {
         let at_ms = input.meta.occurred_at_ms;
         if let Event::DeadLetter(letter) = &input.event {
+            // The travel saga's dead letters share the topic; they are not the orders'.
+            let travel = letter.trip_id.is_some() || letter.source_topic.parse::<Topic>().ok().and_then(Topic::saga) == Some(Saga::Travel);
+            if travel {
+                return;
+            }
             self.on_dead_letter(input.meta.event_id, letter, at_ms);
             return;
         }

@@ -101,7 +101,6 @@ impl Reservations {
                 warn!(trip_id = %trip_id, leg = leg.as_str(), "request arrived after its trip's cancellation: not reserving it");
                 return None;
             }
-            Some(LegRecord::NotAsked) => {}
             Some(_) => {
                 debug!(trip_id = %trip_id, leg = leg.as_str(), "request already decided");
                 return None;
@@ -149,8 +148,8 @@ impl Reservations {
         }
     }
 
-    /// Refuses a leg whose days cannot be named (a date past the calendar's end, which
-    /// decoding refuses first); `None` if the trip was already decided here.
+    /// Refuses a leg whose days cannot be named (decoding refuses such a request first, so
+    /// this is a second line of defence); `None` if the trip was already decided here.
     pub fn refuse(&mut self, trip_id: &TripId, reason: UnavailableReason) -> Option<Decision> {
         if self.trips.get(trip_id.as_str()).is_some() {
             return None;
@@ -268,6 +267,8 @@ mod tests {
         r.not_asked(&t);
         assert_eq!(r.release(&t), None);
         assert_eq!(r.trips.get("t-1"), Some(LegRecord::NotAsked), "not taken for a cancellation that came first");
+        assert_eq!(r.reserve(&t, seats(1)), None, "a request with the same id, asking this time, is one already decided");
+        assert_eq!(r.free_on(&seats(1)[0]), Some(3));
         r.release(&TripId::from("t-2"));
         r.not_asked(&TripId::from("t-2"));
         assert_eq!(r.trips.get("t-2"), Some(LegRecord::CancelledFirst));

@@ -136,9 +136,11 @@ impl Trips {
         Trips { trips: Table::new("trips"), deadline, reserving: None }
     }
 
-    /// Records `input` and decides, if the trip can now be decided. `partition`: the input's,
-    /// which is the trip's (every event about it is keyed by its id).
-    pub fn apply(&mut self, input: &Input, now_ms: i64, partition: i32) -> Option<Decision> {
+    /// Records `input` and decides, if the trip can now be decided. `started_at_ms`: when the
+    /// saga began (the request's time, which the deadline counts from, however late this
+    /// service reads it); `partition`: the input's, which is the trip's (every event about it is
+    /// keyed by its id).
+    pub fn apply(&mut self, input: &Input, now_ms: i64, started_at_ms: i64, partition: i32) -> Option<Decision> {
         let trip_id = input.trip_id().clone();
         let mut trip = self.trips.get(trip_id.as_str()).unwrap_or_default();
         let before = trip.clone();
@@ -147,7 +149,7 @@ impl Trips {
                 if trip.request.is_none() {
                     let amount_cents = r.total_cents().unwrap_or(u64::MAX);
                     info!(trip_id = %trip_id, customer_id = r.customer_id, legs = ?r.legs(), amount_cents, "trip requested");
-                    trip.request = Some(Requested { customer_id: r.customer_id.clone(), legs: r.legs(), amount_cents, at_ms: now_ms, partition });
+                    trip.request = Some(Requested { customer_id: r.customer_id.clone(), legs: r.legs(), amount_cents, at_ms: started_at_ms.min(now_ms), partition });
                 }
                 None
             }
@@ -178,11 +180,10 @@ impl Trips {
                     trip.cancel_requested = true;
                     None
                 }
-                TripStatus::Charging | TripStatus::Confirmed => {
-                    info!(trip_id = %trip_id, status = ?trip.status, "cancellation refused: the charge was already asked for");
+                TripStatus::Charging | TripStatus::Confirmed | TripStatus::Cancelled => {
+                    info!(trip_id = %trip_id, status = ?trip.status, "cancellation refused: the charge was already asked for, or the trip is over");
                     Some(Decision::Refused(TripCancellationRefused { trip_id: trip_id.clone() }))
                 }
-                TripStatus::Cancelled => None,
             },
         };
         let said = said.or_else(|| decide(&mut trip, &trip_id));
@@ -299,8 +300,10 @@ impl Service for Trips {
     fn seed(&mut self, _seed: Seed) {}
 
     fn handle(&mut self, input: &Envelope, ctx: &Context) -> Vec<Event> {
-        let Some(input) = Input::of(&input.event) else { return Vec::new() };
-        self.apply(&input, ctx.now_ms, ctx.partition).map(Event::from).into_iter().collect()
+        let Some(trip_input) = Input::of(&input.event) else { return Vec::new() };
+        // As its metadata says; decoding clamps what customers write to the record's time.
+        let started_at_ms = input.meta.saga_started_at_ms;
+        self.apply(&trip_input, ctx.now_ms, started_at_ms, ctx.partition).map(Event::from).into_iter().collect()
     }
 
     fn on_timer(&mut self, now_ms: i64) -> Vec<TimerEvent> {
@@ -362,7 +365,7 @@ mod tests {
 
     impl Trips {
         fn apply_at(&mut self, input: &Input, now_ms: i64) -> Option<Decision> {
-            self.apply(input, now_ms, 0)
+            self.apply(input, now_ms, now_ms, 0)
         }
     }
 

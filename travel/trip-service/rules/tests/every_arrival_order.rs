@@ -98,7 +98,7 @@ impl World {
         self.now_ms += 1;
         match msg {
             Msg::Trip(input) => {
-                if let Some(d) = self.trips.apply(&input, self.now_ms, 0) {
+                if let Some(d) = self.trips.apply(&input, self.now_ms, self.now_ms, 0) {
                     self.said_by_trip(d);
                 }
             }
