@@ -15,30 +15,10 @@ use std::time::{Duration, Instant};
 use shared_events::partitioner::partition_for_key;
 use shared_events::*;
 use support::workload;
-use support::{wait_until, DedicatedBroker, Deployment, SERVICES, TEST_TIMEOUT};
+use support::{wait_until, Chaos, DedicatedBroker, Deployment, SERVICES, TEST_TIMEOUT};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// xorshift64*: a reproducible source of chaos; the seed is printed with every run.
-struct Chaos(u64);
-
-impl Chaos {
-    fn from_env() -> Chaos {
-        let seed = std::env::var("SAGA_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
-        eprintln!("chaos seed: {seed} (rerun with SAGA_CHAOS_SEED={seed})");
-        Chaos(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 #[derive(Debug, Default)]

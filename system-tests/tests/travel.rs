@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use reservations::LegRecord;
 use shared_events::travel::{Leg, TripCancelReason};
 use shared_events::{Event, Saga, Topic};
-use support::{wait_until, Deployment};
+use support::{wait_until, Chaos, Deployment};
 use trip_rules::{TripRecord, TripStatus};
 
 /// A request as a person types it: any of a flight, a hotel and a car.
@@ -166,26 +166,6 @@ async fn a_full_trip_a_sold_out_hotel_a_declined_charge_and_a_late_car() {
     assert!(matches!(cars[&late], LegRecord::Released { .. } | LegRecord::CancelledFirst), "{:?}", cars[&late]);
     let wallets: BTreeMap<String, u64> = d.table("billing-service", "wallets");
     assert_eq!((wallets["alice"], wallets["bob"]), (100_000 - 79_000, 1_000));
-}
-
-/// xorshift64*: reproducible chaos; the seed is printed with every run.
-struct Chaos(u64);
-
-impl Chaos {
-    fn from_env() -> Chaos {
-        let seed = std::env::var("SAGA_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
-        eprintln!("chaos seed: {seed} (rerun with SAGA_CHAOS_SEED={seed})");
-        Chaos(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 /// A request that contends for the storm's small inventories (QF1, tiny-inn, SYD, on two
