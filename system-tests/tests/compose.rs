@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 
 use shared_events::Topic;
-use support::{repo_root, SERVICES};
+use support::{repo_root, SERVICES, TRAVEL_SERVICES};
 
 fn compose(args: &[&str]) -> std::process::Output {
     compose_files(&["compose.yaml"], args)
@@ -34,7 +34,7 @@ fn compose_file_is_valid_and_runs_the_whole_saga() {
     let check = compose(&["config", "-q"]);
     assert!(check.status.success(), "compose.yaml is invalid:\n{}", String::from_utf8_lossy(&check.stderr));
     let services = String::from_utf8(compose(&["config", "--services"]).stdout).unwrap();
-    for s in SERVICES.iter().chain(&["orders-view", "kafka", "topics", "prometheus"]) {
+    for s in SERVICES.iter().chain(&TRAVEL_SERVICES).chain(&["orders-view", "kafka", "topics", "prometheus"]) {
         assert!(services.lines().any(|l| l == *s), "compose.yaml lacks {s}:\n{services}");
     }
 }
@@ -46,7 +46,7 @@ fn the_secured_override_runs_each_service_as_its_own_principal_after_saga_acl() 
     assert!(check.status.success(), "compose.secured.yaml is invalid:\n{}", String::from_utf8_lossy(&check.stderr));
     let merged = String::from_utf8(compose_files(&files, &["config"]).stdout).unwrap();
     let blocks = service_blocks(&merged);
-    for s in SERVICES.into_iter().chain(["orders-view"]) {
+    for s in SERVICES.into_iter().chain(TRAVEL_SERVICES).chain(["orders-view"]) {
         let body = &blocks[s];
         assert!(body.contains(&format!("KAFKA_SASL_USERNAME: {s}")), "{s} runs as {s}:\n{body}");
         assert!(body.contains("KAFKA_SECURITY_PROTOCOL: SASL_SSL") && body.contains("KAFKA_SSL_CA_LOCATION: /tls/ca.pem"), "{s}:\n{body}");
@@ -117,7 +117,7 @@ fn prometheus_scrapes_every_service_where_it_serves_its_metrics() {
     let mounted = blocks["prometheus"].contains("/scripts/compose/prometheus.yml") && blocks["prometheus"].contains("/etc/prometheus/prometheus.yml");
     assert!(mounted, "the scrape config is mounted where the image reads it:\n{}", blocks["prometheus"]);
     let scrape = std::fs::read_to_string(repo_root().join("scripts/compose/prometheus.yml")).unwrap();
-    for s in SERVICES.into_iter().chain(["orders-view"]) {
+    for s in SERVICES.into_iter().chain(TRAVEL_SERVICES).chain(["orders-view"]) {
         let body = &blocks[s];
         let port = body
             .lines()
@@ -131,11 +131,19 @@ fn prometheus_scrapes_every_service_where_it_serves_its_metrics() {
 }
 
 #[test]
-fn compose_creates_every_saga_topic() {
-    let text = std::fs::read_to_string(repo_root().join("compose.yaml")).unwrap();
-    for t in Topic::ORDER {
-        assert!(text.contains(t.as_str()), "compose.yaml does not create {t}");
-    }
+fn compose_creates_every_topic_of_both_sagas() {
+    let topics = std::fs::read_to_string(repo_root().join("compose.yaml")).unwrap();
+    // The words of the topics container's `for t in …; do` loop.
+    let listed: std::collections::BTreeSet<&str> = topics
+        .split("for t in")
+        .nth(1)
+        .and_then(|rest| rest.split("; do").next())
+        .unwrap_or_else(|| panic!("the topics container loops over the topics:\n{topics}"))
+        .split(|c: char| c.is_whitespace() || c == '\\')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let expected: std::collections::BTreeSet<&str> = Topic::ALL.iter().map(|t| t.as_str()).collect();
+    assert_eq!(listed, expected, "compose.yaml creates exactly shared-events' topics");
 }
 
 #[test]
@@ -144,7 +152,8 @@ fn dockerfile_is_multi_stage_and_runs_as_non_root() {
     assert!(text.matches("FROM ").count() >= 2, "multi-stage build expected");
     let user = text.lines().rev().find(|l| l.starts_with("USER ")).expect("a USER line");
     assert!(!user.contains("root") && !user.ends_with(" 0"), "runs as {user}");
-    for s in SERVICES.iter().chain(&["orders-view", "saga"]) {
+    for s in SERVICES.iter().chain(&TRAVEL_SERVICES).chain(&["orders-view", "saga"]) {
         assert!(text.contains(&format!("target/release/{s}")), "image lacks {s}");
+        assert!(s == &"saga" || text.contains(&format!("-p {s} ")), "the image builds {s}");
     }
 }
