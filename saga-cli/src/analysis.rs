@@ -33,16 +33,17 @@ impl Recorded {
     }
 }
 
-/// Events grouped by order or trip, each one's events once per event id, in time order.
-pub fn by_saga(events: &[Recorded]) -> BTreeMap<String, Vec<Recorded>> {
-    let mut orders: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
+/// Events grouped by order or trip, each one's events once per event id, in time order. An
+/// order and a trip may share an id (each saga's ids are its own): they are two sagas.
+pub fn by_saga(events: &[Recorded]) -> BTreeMap<(Saga, String), Vec<Recorded>> {
+    let mut orders: BTreeMap<(Saga, String), Vec<Recorded>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for e in events {
-        let Some(id) = e.saga_id() else { continue };
-        if e.topic == Topic::DeadLetter || !seen.insert(e.envelope.meta.event_id) {
+        let (Some(id), Some(saga)) = (e.saga_id(), e.saga()) else { continue };
+        if !seen.insert(e.envelope.meta.event_id) {
             continue;
         }
-        orders.entry(id.to_owned()).or_default().push(e.clone());
+        orders.entry((saga, id.to_owned())).or_default().push(e.clone());
     }
     for list in orders.values_mut() {
         list.sort_by_key(|e| (e.at_ms(), e.topic, e.offset));
@@ -142,7 +143,7 @@ pub struct Stuck {
 /// Sagas started more than `older_than_ms` before `now_ms` that have not finished.
 pub fn stuck(events: &[Recorded], now_ms: i64, older_than_ms: i64) -> Vec<Stuck> {
     let mut out = Vec::new();
-    for (order_id, history) in by_saga(events) {
+    for ((_, order_id), history) in by_saga(events) {
         let (unfinished, waiting) = if is_trip(&history) {
             let rec = crate::trips::state(&history);
             (!crate::trips::is_finished(&rec), crate::trips::waiting_on(&rec))
@@ -194,9 +195,27 @@ pub fn audit(events: &[Recorded], now_ms: i64, grace_ms: i64) -> Vec<Violation> 
             }
         }
     }
-    for (order_id, history) in by_saga(events) {
+    // Requests parked as a conflict (an id reused with another payload) are the customer's
+    // mistake, not the saga's: each excuses one more OrderCreated or TripRequested.
+    let mut conflicts: BTreeMap<(Saga, String), usize> = BTreeMap::new();
+    let mut letters = BTreeSet::new();
+    for e in events {
+        let Event::DeadLetter(l) = &e.envelope.event else { continue };
+        if !letters.insert(e.envelope.meta.event_id) {
+            continue;
+        }
+        let key = match (l.error_code.as_str(), &l.order_id, &l.trip_id) {
+            ("order_id_conflict", Some(id), _) => (Saga::Order, id.0.clone()),
+            ("trip_id_conflict", _, Some(id)) => (Saga::Travel, id.0.clone()),
+            _ => continue,
+        };
+        *conflicts.entry(key).or_default() += 1;
+    }
+    for (key, history) in by_saga(events) {
+        let parked = conflicts.get(&key).copied().unwrap_or(0);
+        let order_id = key.1;
         if is_trip(&history) {
-            crate::trips::audit(&order_id, &history, now_ms, grace_ms, &mut out);
+            crate::trips::audit(&order_id, &history, parked, now_ms, grace_ms, &mut out);
             continue;
         }
         let mut v = |rule: &'static str, detail: String, evidence: Vec<&Recorded>| {
@@ -211,7 +230,8 @@ pub fn audit(events: &[Recorded], now_ms: i64, grace_ms: i64) -> Vec<Violation> 
         for t in Topic::ORDER {
             let list = of(t);
             // A customer may ask to cancel more than once; every other event happens once.
-            if list.len() > 1 && !matches!(t, Topic::OrderCancellationRequested | Topic::OrderCancellationRefused) {
+            let allowed = if t == Topic::OrderCreated { 1 + parked } else { 1 };
+            if list.len() > allowed && !matches!(t, Topic::OrderCancellationRequested | Topic::OrderCancellationRefused) {
                 v("once per order", format!("{} distinct {t} events", list.len()), list);
             }
         }
@@ -304,7 +324,7 @@ mod tests {
     fn a_compensated_saga_passes_the_audit_and_reads_as_compensated() {
         let events = cancelled_after_shipping_failed();
         assert_eq!(audit(&events, 1_000_000, 30_000), vec![]);
-        let line = state_line(&by_saga(&events)["o-1"]);
+        let line = state_line(&by_saga(&events)[&(Saga::Order, "o-1".to_owned())]);
         assert!(line.contains("cancelled (shipping_failed), compensated: refunded, stock released"), "{line}");
         assert!(stuck(&events, 1_000_000, 1_000).is_empty());
     }
@@ -345,5 +365,52 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].last, Topic::PaymentCompleted);
         assert!(found[0].waiting_on.starts_with("inventory"), "{}", found[0].waiting_on);
+    }
+
+    /// The compensated order, and its id reused for another order.
+    fn reused_with_another_order() -> Vec<Recorded> {
+        let mut events = cancelled_after_shipping_failed();
+        let other = OrderCreated { order_id: "o-1".into(), customer_id: "bob".into(), items: vec![LineItem { sku: "gadget".into(), quantity: 1, unit_price_cents: 5 }], ship_to: Address::default() };
+        events.push(rec(Topic::OrderCreated, other.into(), None, 8));
+        events
+    }
+
+    #[test]
+    fn an_order_id_reused_is_a_violation_unless_it_was_parked_as_a_conflict() {
+        let events = reused_with_another_order();
+        let rules: Vec<&str> = audit(&events, 100_000, 30_000).iter().map(|v| v.rule).collect();
+        assert_eq!(rules, ["once per order"]);
+        let mut events = events;
+        let letter = DeadLetter::rejected(&"o-1".into(), "order_id_conflict", "placed before".into());
+        events.push(rec(Topic::DeadLetter, letter.into(), None, 9));
+        assert_eq!(audit(&events, 100_000, 30_000), vec![]);
+        // A trip's conflict excuses nothing of an order with the same id.
+        let mut events = reused_with_another_order();
+        let letter = DeadLetter::rejected_trip(&"o-1".into(), "trip_id_conflict", "requested before".into());
+        events.push(rec(Topic::DeadLetter, letter.into(), None, 9));
+        assert_eq!(audit(&events, 100_000, 30_000).len(), 1);
+    }
+
+    #[test]
+    fn an_order_and_a_trip_that_share_an_id_are_two_sagas() {
+        let mut events = cancelled_after_shipping_failed();
+        let request = travel::TripRequested {
+            trip_id: "o-1".into(),
+            customer_id: "alice".into(),
+            flight: None,
+            hotel: None,
+            car: Some(travel::CarLeg { location: "SYD".into(), pick_up: "2027-03-14".into(), days: 1, cars: 1, price_cents: 5 }),
+        };
+        let requested = rec(Topic::TripRequested, request.into(), None, 10);
+        let unavailable = travel::LegUnavailable { trip_id: "o-1".into(), leg: travel::Leg::Car, reason: travel::UnavailableReason::SoldOut };
+        let car = rec(Topic::CarUnavailable, unavailable.into(), Some(&requested), 11);
+        let cancelled = travel::TripCancelled { trip_id: "o-1".into(), reason: travel::TripCancelReason::LegUnavailable { leg: travel::Leg::Car } };
+        let cancelled = rec(Topic::TripCancelled, cancelled.into(), Some(&car), 12);
+        events.extend([requested, car, cancelled]);
+        let sagas = by_saga(&events);
+        assert_eq!(sagas.keys().cloned().collect::<Vec<_>>(), [(Saga::Order, "o-1".to_owned()), (Saga::Travel, "o-1".to_owned())]);
+        assert_eq!(sagas[&(Saga::Travel, "o-1".to_owned())].len(), 3);
+        assert_eq!(audit(&events, 100_000, 30_000), vec![], "neither saga's events break the other's rules");
+        assert!(state_line(&sagas[&(Saga::Travel, "o-1".to_owned())]).contains("cancelled"));
     }
 }

@@ -177,18 +177,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Trace { order_id } => {
             let events = topics.read_all().await?.events;
-            let orders = analysis::by_saga(&events);
-            let Some(history) = orders.get(&order_id) else {
+            // An order and a trip may share an id: each is its own saga, traced in turn.
+            let sagas: Vec<_> = analysis::by_saga(&events).into_iter().filter(|((_, id), _)| *id == order_id).collect();
+            if sagas.is_empty() {
                 bail!("no events for order or trip `{order_id}`");
-            };
-            let what = if history[0].saga() == Some(shared_events::Saga::Travel) { "trip" } else { "order" };
-            say(&format!("{what} {order_id} (partition {})", history[0].partition));
-            let mut previous = None;
-            for e in history {
-                say(&render::trace_line(e, previous, colour));
-                previous = Some(e.at_ms());
             }
-            say(&analysis::state_line(history));
+            for (i, ((saga, _), history)) in sagas.iter().enumerate() {
+                if i > 0 {
+                    say("");
+                }
+                let what = if *saga == shared_events::Saga::Travel { "trip" } else { "order" };
+                say(&format!("{what} {order_id} (partition {})", history[0].partition));
+                let mut previous = None;
+                for e in history {
+                    say(&render::trace_line(e, previous, colour));
+                    previous = Some(e.at_ms());
+                }
+                say(&analysis::state_line(history));
+            }
         }
         Command::Watch { order, customer, from_beginning } => {
             let shown = |e: &Recorded, owner: &HashMap<String, String>| {
@@ -242,7 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit { grace } => {
             let history = topics.read_all().await?;
             let (events, undecodable) = (history.events, history.undecodable);
-            let orders = analysis::by_saga(&events).len();
+            let sagas = analysis::by_saga(&events).len();
             let violations = analysis::audit(&events, now_ms(), grace.as_millis() as i64);
             for v in &violations {
                 say(&format!("{} {}: {} — {}", render::paint("VIOLATION", render::Tone::Poison, colour), v.order_id.as_deref().unwrap_or("-"), v.rule, v.detail));
@@ -251,7 +257,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             say(&format!(
-                "audited {} events of {orders} orders ({undecodable} undecodable records, on DeadLetter): {} violation(s)",
+                "audited {} events of {sagas} orders and trips ({undecodable} undecodable records, on DeadLetter): {} violation(s)",
                 events.len(),
                 violations.len()
             ));

@@ -282,8 +282,17 @@ impl DeadLetter {
     /// What a rule returns to have its input parked: a code and a reason. The runtime fills in
     /// the origin (service, topic, partition, offset) and a bounded copy of the record.
     pub fn rejected(order_id: &OrderId, error_code: &str, error: String) -> DeadLetter {
+        DeadLetter { order_id: Some(order_id.clone()), ..DeadLetter::rejected_for(error_code, error) }
+    }
+
+    /// [`DeadLetter::rejected`], for a trip.
+    pub fn rejected_trip(trip_id: &crate::travel::TripId, error_code: &str, error: String) -> DeadLetter {
+        DeadLetter { trip_id: Some(trip_id.clone()), ..DeadLetter::rejected_for(error_code, error) }
+    }
+
+    fn rejected_for(error_code: &str, error: String) -> DeadLetter {
         DeadLetter {
-            order_id: Some(order_id.clone()),
+            order_id: None,
             trip_id: None,
             service: String::new(),
             source_topic: String::new(),

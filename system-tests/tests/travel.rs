@@ -77,6 +77,22 @@ async fn a_full_trip_a_sold_out_hotel_a_declined_charge_and_a_late_car() {
     let charged = d.wait_for(Topic::TripCharged, &full).await;
     assert!(matches!(charged.envelope.event, Event::TripCharged(ref e) if e.amount_cents == 79_000 && e.customer_id == "alice"));
 
+    // The full trip's id again, with another request (the car alone), and a record that is not
+    // JSON: the one is parked by trip-service as a conflict, while every service ignores it as
+    // a trip it has decided; the other is parked by each service that reads TripRequested.
+    // Neither reserves anything.
+    d.kcat_publish(Topic::TripRequested, &full, &trip_json(&full, "alice", None, None, Some(("BER", 1))));
+    let poison = format!("{run}-poison");
+    d.kcat_publish(Topic::TripRequested, &poison, "{\"trip_id\": oops");
+    let parked = wait_until("the conflict and the poison parked", || async {
+        let letters = d.dead_letters().await;
+        let conflicts: Vec<_> = letters.iter().filter(|l| l.trip_id.as_ref().map(|t| t.as_str()) == Some(full.as_str()) && l.error_code == "trip_id_conflict").collect();
+        let mut poisoned: Vec<&str> = letters.iter().filter(|l| l.key.as_deref() == Some(poison.as_str())).map(|l| l.service.as_str()).collect();
+        poisoned.sort_unstable();
+        if conflicts.len() == 1 && poisoned.len() == 4 { Ok((conflicts[0].service.clone(), poisoned.join(","))) } else { Err(format!("{conflicts:?} {poisoned:?}")) }
+    }, || d.logs()).await;
+    assert_eq!(parked, ("trip-service".to_owned(), "car-service,flight-service,hotel-service,trip-service".to_owned()));
+
     // 2. The same nights at tiny-inn (one room, taken by the full trip): sold out. The flight
     // and car this trip reserved in parallel are released, each once.
     d.kcat_publish(Topic::TripRequested, &sold_out, &trip_json(&sold_out, "alice", Some(("BA981", 1)), Some(("tiny-inn", 1)), Some(("LHR", 1))));
@@ -129,6 +145,10 @@ async fn a_full_trip_a_sold_out_hotel_a_declined_charge_and_a_late_car() {
     }
     d.stop_all().await;
 
+    let mut after = expected.clone();
+    after.insert(Topic::TripRequested, 2);
+    after.insert(Topic::DeadLetter, 1);
+    assert_eq!(census(&d, &full).await, after, "the conflicting request reserved, charged and released nothing");
     let trips: BTreeMap<String, TripRecord> = d.table("trip-service", "trips");
     assert_eq!(trips[&full].status, TripStatus::Confirmed);
     for id in [&sold_out, &declined, &late] {

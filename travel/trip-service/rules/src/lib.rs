@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use saga_core::{Context, PersistentTable, Service, Table, TimerEvent};
 use serde::{Deserialize, Serialize};
-use shared_events::{Envelope, Event, Topic};
+use shared_events::{DeadLetter, Envelope, Event, EventId, Topic};
 use shared_events::travel::{
     Leg, LegReleased, LegReserved, LegUnavailable, TripCancelReason, TripCancellationRefused, TripCancellationRequested,
     TripCancelled, TripChargeDeclined, TripCharged, TripConfirmed, TripId, TripRequested, TripReserved, UnavailableReason,
@@ -55,6 +55,10 @@ pub struct TripRecord {
     pub released: BTreeSet<Leg>,
     pub cancel_requested: bool,
     pub cancel_reason: Option<TripCancelReason>,
+    /// The `TripRequested` that requested the trip (its id covers its content): another one
+    /// with the same trip id is a conflict, parked.
+    #[serde(default)]
+    pub requested_by: Option<EventId>,
 }
 
 impl Default for TripRecord {
@@ -67,6 +71,7 @@ impl Default for TripRecord {
             released: BTreeSet::new(),
             cancel_requested: false,
             cancel_reason: None,
+            requested_by: None,
         }
     }
 }
@@ -92,6 +97,10 @@ pub enum Decision {
     Confirmed(TripConfirmed),
     Cancelled(TripCancelled),
     Refused(TripCancellationRefused),
+    /// A second, different request with a trip id already taken: parked on DeadLetter. Every
+    /// service reads a trip's requests in the same order (one partition), so each acted on
+    /// the first and ignores this one; parking it tells whoever sent it.
+    Conflict(Box<DeadLetter>),
 }
 
 /// An input, as the runtime hands it over.
@@ -146,6 +155,13 @@ impl Trips {
         let before = trip.clone();
         let said = match input {
             Input::Requested(r) => {
+                let id = EventId::for_event(&Event::TripRequested(r.clone()));
+                if let Some(first) = trip.requested_by.filter(|first| *first != id) {
+                    warn!(trip_id = %trip_id, first = %first, "trip id reused with another request: parked on DeadLetter");
+                    let reason = format!("trip {trip_id} was requested before with another request (event {first}); this one is not the trip");
+                    return Some(Decision::Conflict(Box::new(DeadLetter::rejected_trip(&trip_id, "trip_id_conflict", reason))));
+                }
+                trip.requested_by = Some(id);
                 if trip.request.is_none() {
                     let amount_cents = r.total_cents().unwrap_or(u64::MAX);
                     info!(trip_id = %trip_id, customer_id = r.customer_id, legs = ?r.legs(), amount_cents, "trip requested");
@@ -273,6 +289,7 @@ impl From<Decision> for Event {
             Decision::Confirmed(e) => e.into(),
             Decision::Cancelled(e) => e.into(),
             Decision::Refused(e) => e.into(),
+            Decision::Conflict(letter) => Event::DeadLetter(*letter),
         }
     }
 }
@@ -420,5 +437,17 @@ mod tests {
         assert_eq!(t.apply_at(&Input::CancellationRequested(TripCancellationRequested { trip_id: "t-1".into() }), 1), None);
         let d = t.apply_at(&Input::Requested(request("t-1")), 2);
         assert!(matches!(d, Some(Decision::Cancelled(TripCancelled { reason: TripCancelReason::CustomerRequest, .. }))));
+    }
+
+    #[test]
+    fn a_trip_id_reused_with_another_request_is_a_conflict_and_the_same_again_is_not() {
+        let mut t = Trips::new(None);
+        t.apply_at(&Input::Requested(request("t-1")), 1);
+        assert_eq!(t.apply_at(&Input::Requested(request("t-1")), 2), None, "the same request again is a duplicate");
+        let mut other = request("t-1");
+        other.car = None;
+        let Some(Decision::Conflict(letter)) = t.apply_at(&Input::Requested(other), 3) else { panic!("expected a conflict") };
+        assert_eq!((letter.error_code.as_str(), letter.trip_id, letter.order_id), ("trip_id_conflict", Some("t-1".into()), None));
+        assert_eq!(t.trips.get("t-1").unwrap().request.unwrap().legs, [Leg::Hotel, Leg::Car], "the first request stands");
     }
 }

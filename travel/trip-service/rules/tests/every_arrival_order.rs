@@ -79,6 +79,7 @@ impl World {
                 }
             }
             Decision::Confirmed(_) | Decision::Refused(_) => {}
+            Decision::Conflict(letter) => panic!("one request per trip here: {letter:?}"),
         }
     }
 
