@@ -52,8 +52,8 @@ impl Service for ReserveAfterCancel {
     fn handle(&mut self, input: &Envelope, ctx: &Context) -> Vec<Event> {
         if let Event::TripRequested(trip) = &input.event {
             let id = trip.trip_id.as_str();
-            if self.0.cars.trips.get(id) == Some(reservations::LegRecord::CancelledFirst) {
-                self.0.cars.trips.remove(id);
+            if self.0.units.trips.get(id) == Some(reservations::LegRecord::CancelledFirst) {
+                self.0.units.trips.remove(id);
             }
         }
         self.0.handle(input, ctx)

@@ -11,6 +11,10 @@
 //! cancellation that arrives before the request leaves a tombstone, so the late request is
 //! never reserved.
 
+mod service;
+
+pub use service::{Ask, LegRules, LegService};
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use saga_core::Table;

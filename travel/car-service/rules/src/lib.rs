@@ -1,14 +1,12 @@
 //! Car rules: cars per rental location and day. A trip's car leg asks for some cars for a run
 //! of days; it gets every day or none, and gives them back, once, if the trip is cancelled
-//! (see the `reservations` crate for the invariant).
+//! (the `reservations` crate is the service; this says what a rental takes).
 
 use std::collections::BTreeMap;
 
-use reservations::{Decision, Reservations, Unit};
-use saga_core::{Context, PersistentTable, Service};
+use reservations::{Ask, LegRules, LegService, Unit};
 use serde::Deserialize;
-use shared_events::{Envelope, Event, Topic};
-use shared_events::travel::{dates_from, CarLeg, Leg, LegReleased, TripCancelled, TripRequested, UnavailableReason};
+use shared_events::travel::{dates_from, Leg, TripRequested};
 
 /// Cars per location, each day, on first start: `{"locations": {"BER": 10}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -24,64 +22,47 @@ impl Default for Seed {
     }
 }
 
-pub struct Cars {
-    pub cars: Reservations,
-}
+/// The car service.
+pub type Cars = LegService<Rentals>;
 
-impl Default for Cars {
-    fn default() -> Self {
-        Cars { cars: Reservations::new(Leg::Car) }
-    }
-}
+/// What the car leg reserves: cars, one unit per day.
+pub struct Rentals;
 
-impl Cars {
-    pub fn seed(&mut self, seed: Seed) {
-        self.cars.seed(seed.locations);
-    }
-
-    /// The cars a rental takes: one unit per day. `None` if the days leave the calendar.
-    pub fn units(leg: &CarLeg) -> Option<Vec<Unit>> {
-        let days = dates_from(&leg.pick_up, leg.days)?;
-        Some(days.into_iter().map(|day| Unit { resource: leg.location.clone(), day, count: leg.cars }).collect())
-    }
-
-    /// Reserves the trip's rental, if it asked for one.
-    pub fn on_trip_requested(&mut self, trip: &TripRequested) -> Option<Decision> {
-        let Some(leg) = trip.car.as_ref() else {
-            self.cars.not_asked(&trip.trip_id);
-            return None;
-        };
-        match Self::units(leg) {
-            Some(units) => self.cars.reserve(&trip.trip_id, units),
-            None => self.cars.refuse(&trip.trip_id, UnavailableReason::UnknownResource),
-        }
-    }
-
-    pub fn on_trip_cancelled(&mut self, cancelled: &TripCancelled) -> Option<LegReleased> {
-        self.cars.release(&cancelled.trip_id)
-    }
-}
-
-impl Service for Cars {
+impl LegRules for Rentals {
     const NAME: &'static str = "car-service";
-    const CONSUMES: &'static [Topic] = &[Topic::TripRequested, Topic::TripCancelled];
-    const EMITS: &'static [Topic] = &[Topic::CarReserved, Topic::CarUnavailable, Topic::CarReleased];
+    const LEG: Leg = Leg::Car;
     type Seed = Seed;
 
-    fn seed(&mut self, seed: Seed) {
-        Cars::seed(self, seed);
+    fn capacity(seed: Seed) -> BTreeMap<String, u32> {
+        seed.locations
     }
 
-    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
-        match &input.event {
-            Event::TripRequested(trip) => self.on_trip_requested(trip).map(Event::from).into_iter().collect(),
-            Event::TripCancelled(cancelled) => self.on_trip_cancelled(cancelled).map(Event::from).into_iter().collect(),
-            _ => Vec::new(),
+    /// The cars a rental takes, one unit per day.
+    fn asks(trip: &TripRequested) -> Ask {
+        let Some(leg) = trip.car.as_ref() else { return Ask::Nothing };
+        match dates_from(&leg.pick_up, leg.days) {
+            Some(days) => Ask::Units(days.into_iter().map(|day| Unit { resource: leg.location.clone(), day, count: leg.cars }).collect()),
+            None => Ask::Impossible,
         }
     }
+}
 
-    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
-        let r = &mut self.cars;
-        vec![&mut r.capacity, &mut r.free, &mut r.trips]
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_events::travel::CarLeg;
+
+    fn rental(pick_up: &str, days: u32) -> TripRequested {
+        let car = CarLeg { location: "SYD".into(), pick_up: pick_up.into(), days, cars: 2, price_cents: 1 };
+        TripRequested { trip_id: "t-1".into(), customer_id: "alice".into(), flight: None, hotel: None, car: Some(car) }
+    }
+
+    #[test]
+    fn a_rental_takes_its_cars_on_each_day_and_nothing_past_the_calendar() {
+        let Ask::Units(units) = Rentals::asks(&rental("2028-02-28", 2)) else { panic!() };
+        let days: Vec<(&str, u32)> = units.iter().map(|u| (u.day.as_str(), u.count)).collect();
+        assert_eq!(days, [("2028-02-28", 2), ("2028-02-29", 2)], "a leap year");
+        assert_eq!(Rentals::asks(&rental("9999-12-30", 3)), Ask::Impossible);
+        assert_eq!(Rentals::asks(&TripRequested { car: None, ..rental("2028-02-28", 1) }), Ask::Nothing);
     }
 }

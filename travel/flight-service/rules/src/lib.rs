@@ -1,14 +1,12 @@
 //! Flight rules: seats per flight and date. A trip's flight leg asks for some seats on one
 //! flight on one day; it gets them all or none, and gives them back, once, if the trip is
-//! cancelled (see the `reservations` crate for the invariant).
+//! cancelled (the `reservations` crate is the service; this says what a flight leg takes).
 
 use std::collections::BTreeMap;
 
-use reservations::{Decision, Reservations, Unit};
-use saga_core::{Context, PersistentTable, Service};
+use reservations::{Ask, LegRules, LegService, Unit};
 use serde::Deserialize;
-use shared_events::{Envelope, Event, Topic};
-use shared_events::travel::{FlightLeg, Leg, LegReleased, TripCancelled, TripRequested};
+use shared_events::travel::{Leg, TripRequested};
 
 /// Seats per flight, each day, on first start: `{"flights": {"LH400": 150}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -24,60 +22,40 @@ impl Default for Seed {
     }
 }
 
-pub struct Flights {
-    pub seats: Reservations,
-}
+/// The flight service.
+pub type Flights = LegService<Seats>;
 
-impl Default for Flights {
-    fn default() -> Self {
-        Flights { seats: Reservations::new(Leg::Flight) }
-    }
-}
+/// What the flight leg reserves: seats, on one day.
+pub struct Seats;
 
-impl Flights {
-    pub fn seed(&mut self, seed: Seed) {
-        self.seats.seed(seed.flights);
-    }
-
-    /// The seats a flight leg takes: one day.
-    pub fn units(leg: &FlightLeg) -> Vec<Unit> {
-        vec![Unit { resource: leg.flight.clone(), day: leg.date.clone(), count: leg.seats }]
-    }
-
-    /// Reserves the trip's flight, if it asked for one.
-    pub fn on_trip_requested(&mut self, trip: &TripRequested) -> Option<Decision> {
-        let Some(leg) = trip.flight.as_ref() else {
-            self.seats.not_asked(&trip.trip_id);
-            return None;
-        };
-        self.seats.reserve(&trip.trip_id, Self::units(leg))
-    }
-
-    pub fn on_trip_cancelled(&mut self, cancelled: &TripCancelled) -> Option<LegReleased> {
-        self.seats.release(&cancelled.trip_id)
-    }
-}
-
-impl Service for Flights {
+impl LegRules for Seats {
     const NAME: &'static str = "flight-service";
-    const CONSUMES: &'static [Topic] = &[Topic::TripRequested, Topic::TripCancelled];
-    const EMITS: &'static [Topic] = &[Topic::FlightReserved, Topic::FlightUnavailable, Topic::FlightReleased];
+    const LEG: Leg = Leg::Flight;
     type Seed = Seed;
 
-    fn seed(&mut self, seed: Seed) {
-        Flights::seed(self, seed);
+    fn capacity(seed: Seed) -> BTreeMap<String, u32> {
+        seed.flights
     }
 
-    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
-        match &input.event {
-            Event::TripRequested(trip) => self.on_trip_requested(trip).map(Event::from).into_iter().collect(),
-            Event::TripCancelled(cancelled) => self.on_trip_cancelled(cancelled).map(Event::from).into_iter().collect(),
-            _ => Vec::new(),
+    /// The seats a flight leg takes, on its one day.
+    fn asks(trip: &TripRequested) -> Ask {
+        match &trip.flight {
+            Some(leg) => Ask::Units(vec![Unit { resource: leg.flight.clone(), day: leg.date.clone(), count: leg.seats }]),
+            None => Ask::Nothing,
         }
     }
+}
 
-    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
-        let r = &mut self.seats;
-        vec![&mut r.capacity, &mut r.free, &mut r.trips]
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_events::travel::FlightLeg;
+
+    #[test]
+    fn a_flight_takes_its_seats_on_its_one_day() {
+        let flight = FlightLeg { flight: "QF1".into(), date: "2027-03-14".into(), seats: 2, price_cents: 1 };
+        let trip = TripRequested { trip_id: "t-1".into(), customer_id: "alice".into(), flight: Some(flight), hotel: None, car: None };
+        assert_eq!(Seats::asks(&trip), Ask::Units(vec![Unit { resource: "QF1".into(), day: "2027-03-14".into(), count: 2 }]));
+        assert_eq!(Seats::asks(&TripRequested { flight: None, ..trip }), Ask::Nothing);
     }
 }

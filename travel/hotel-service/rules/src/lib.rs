@@ -1,14 +1,12 @@
 //! Hotel rules: rooms per hotel and night. A trip's hotel leg asks for some rooms for a run of
 //! nights; it gets every night or none, and gives them back, once, if the trip is cancelled
-//! (see the `reservations` crate for the invariant).
+//! (the `reservations` crate is the service; this says what a stay takes).
 
 use std::collections::BTreeMap;
 
-use reservations::{Decision, Reservations, Unit};
-use saga_core::{Context, PersistentTable, Service};
+use reservations::{Ask, LegRules, LegService, Unit};
 use serde::Deserialize;
-use shared_events::{Envelope, Event, Topic};
-use shared_events::travel::{dates_from, HotelLeg, Leg, LegReleased, TripCancelled, TripRequested, UnavailableReason};
+use shared_events::travel::{dates_from, Leg, TripRequested};
 
 /// Rooms per hotel, each night, on first start: `{"hotels": {"adlon": 20}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -25,64 +23,60 @@ impl Default for Seed {
     }
 }
 
-pub struct Hotels {
-    pub rooms: Reservations,
-}
+/// The hotel service.
+pub type Hotels = LegService<Rooms>;
 
-impl Default for Hotels {
-    fn default() -> Self {
-        Hotels { rooms: Reservations::new(Leg::Hotel) }
-    }
-}
+/// What the hotel leg reserves: rooms, one unit per night.
+pub struct Rooms;
 
-impl Hotels {
-    pub fn seed(&mut self, seed: Seed) {
-        self.rooms.seed(seed.hotels);
-    }
-
-    /// The rooms a stay takes: one unit per night. `None` if the nights leave the calendar.
-    pub fn units(leg: &HotelLeg) -> Option<Vec<Unit>> {
-        let nights = dates_from(&leg.check_in, leg.nights)?;
-        Some(nights.into_iter().map(|day| Unit { resource: leg.hotel.clone(), day, count: leg.rooms }).collect())
-    }
-
-    /// Reserves the trip's stay, if it asked for one.
-    pub fn on_trip_requested(&mut self, trip: &TripRequested) -> Option<Decision> {
-        let Some(leg) = trip.hotel.as_ref() else {
-            self.rooms.not_asked(&trip.trip_id);
-            return None;
-        };
-        match Self::units(leg) {
-            Some(units) => self.rooms.reserve(&trip.trip_id, units),
-            None => self.rooms.refuse(&trip.trip_id, UnavailableReason::UnknownResource),
-        }
-    }
-
-    pub fn on_trip_cancelled(&mut self, cancelled: &TripCancelled) -> Option<LegReleased> {
-        self.rooms.release(&cancelled.trip_id)
-    }
-}
-
-impl Service for Hotels {
+impl LegRules for Rooms {
     const NAME: &'static str = "hotel-service";
-    const CONSUMES: &'static [Topic] = &[Topic::TripRequested, Topic::TripCancelled];
-    const EMITS: &'static [Topic] = &[Topic::HotelReserved, Topic::HotelUnavailable, Topic::HotelReleased];
+    const LEG: Leg = Leg::Hotel;
     type Seed = Seed;
 
-    fn seed(&mut self, seed: Seed) {
-        Hotels::seed(self, seed);
+    fn capacity(seed: Seed) -> BTreeMap<String, u32> {
+        seed.hotels
     }
 
-    fn handle(&mut self, input: &Envelope, _ctx: &Context) -> Vec<Event> {
-        match &input.event {
-            Event::TripRequested(trip) => self.on_trip_requested(trip).map(Event::from).into_iter().collect(),
-            Event::TripCancelled(cancelled) => self.on_trip_cancelled(cancelled).map(Event::from).into_iter().collect(),
-            _ => Vec::new(),
+    /// The rooms a stay takes, one unit per night.
+    fn asks(trip: &TripRequested) -> Ask {
+        let Some(leg) = trip.hotel.as_ref() else { return Ask::Nothing };
+        match dates_from(&leg.check_in, leg.nights) {
+            Some(nights) => Ask::Units(nights.into_iter().map(|day| Unit { resource: leg.hotel.clone(), day, count: leg.rooms }).collect()),
+            None => Ask::Impossible,
         }
     }
+}
 
-    fn tables(&mut self) -> Vec<&mut dyn PersistentTable> {
-        let r = &mut self.rooms;
-        vec![&mut r.capacity, &mut r.free, &mut r.trips]
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use reservations::{Decision, LegRecord};
+    use shared_events::travel::{HotelLeg, UnavailableReason};
+
+    fn stay(check_in: &str, nights: u32) -> TripRequested {
+        let hotel = HotelLeg { hotel: "tiny-inn".into(), check_in: check_in.into(), nights, rooms: 1, price_cents: 1 };
+        TripRequested { trip_id: "t-1".into(), customer_id: "alice".into(), flight: None, hotel: Some(hotel), car: None }
+    }
+
+    #[test]
+    fn a_stay_takes_each_night_across_the_month_and_nothing_past_the_calendar() {
+        let Ask::Units(units) = Rooms::asks(&stay("2027-02-27", 3)) else { panic!() };
+        let nights: Vec<&str> = units.iter().map(|u| u.day.as_str()).collect();
+        assert_eq!(nights, ["2027-02-27", "2027-02-28", "2027-03-01"]);
+        assert_eq!(Rooms::asks(&stay("9999-12-31", 2)), Ask::Impossible);
+        assert_eq!(Rooms::asks(&TripRequested { hotel: None, ..stay("2027-02-27", 1) }), Ask::Nothing);
+    }
+
+    #[test]
+    fn the_service_refuses_an_impossible_stay_and_records_a_trip_that_asked_nothing() {
+        let mut hotels = Hotels::default();
+        hotels.seed(Seed::default());
+        let d = hotels.on_trip_requested(&stay("9999-12-31", 2));
+        assert!(matches!(d, Some(Decision::Unavailable(ref u)) if u.reason == UnavailableReason::UnknownResource && u.leg == Leg::Hotel), "{d:?}");
+        let none = TripRequested { trip_id: "t-2".into(), hotel: None, ..stay("2027-02-27", 1) };
+        assert_eq!(hotels.on_trip_requested(&none), None);
+        assert_eq!(hotels.units.trips.get("t-2"), Some(LegRecord::NotAsked));
     }
 }

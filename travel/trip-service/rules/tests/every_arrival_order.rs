@@ -133,9 +133,9 @@ impl World {
 
     fn leg(&self, leg: Leg) -> &Reservations {
         match leg {
-            Leg::Flight => &self.flights.seats,
-            Leg::Hotel => &self.hotels.rooms,
-            Leg::Car => &self.cars.cars,
+            Leg::Flight => &self.flights.units,
+            Leg::Hotel => &self.hotels.units,
+            Leg::Car => &self.cars.units,
         }
     }
 }
