@@ -123,6 +123,20 @@ pub struct RuntimeArgs {
           value_parser = clap::value_parser!(i32).range(1..=i64::from(crate::kafka::FETCH_RESPONSE_MAX_BYTES)))]
     pub fetch_min_bytes: i32,
 
+    /// After a fetch that brought more than one record (a stream, not a lone event), how long
+    /// the next one waits for a fuller answer (`--fetch-linger-bytes`), in milliseconds: a
+    /// steady stream then comes in batches, each one commit, instead of a commit for every few
+    /// records. Otherwise a fetch long-polls as `--fetch-min-bytes` and `--fetch-wait-ms` say,
+    /// so a lone event is taken at once. 0: off.
+    #[arg(long, env = "SAGA_FETCH_LINGER_MS", default_value_t = 20,
+          value_parser = clap::value_parser!(i32).range(0..=30_000))]
+    pub fetch_linger_ms: i32,
+
+    /// The answer a lingering fetch waits for, in bytes (see `--fetch-linger-ms`).
+    #[arg(long, env = "SAGA_FETCH_LINGER_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(i32).range(1..=i64::from(crate::kafka::FETCH_RESPONSE_MAX_BYTES)))]
+    pub fetch_linger_bytes: i32,
+
     /// Most state rows per table kept in memory between batches; the rest are read from the
     /// store when an event needs them. Bounds memory however many orders the service has seen.
     #[arg(long, env = "SAGA_RESIDENT_ROWS", default_value_t = 10_000,
@@ -283,6 +297,9 @@ pub struct RuntimeConfig {
     pub fetch_wait_ms: i32,
     /// See [`RuntimeArgs::fetch_min_bytes`].
     pub fetch_min_bytes: i32,
+    /// See [`RuntimeArgs::fetch_linger_ms`].
+    pub fetch_linger_ms: i32,
+    pub fetch_linger_bytes: i32,
     /// Bound on sled's page cache.
     pub cache_bytes: u64,
     /// See [`RuntimeArgs::resident_rows`].
@@ -387,6 +404,8 @@ impl RuntimeArgs {
             max_batch: self.max_batch as usize,
             fetch_wait_ms: self.fetch_wait_ms,
             fetch_min_bytes: self.fetch_min_bytes,
+            fetch_linger_ms: self.fetch_linger_ms,
+            fetch_linger_bytes: self.fetch_linger_bytes,
             // At 16 MiB sled's cache took ~20 MiB more RSS per service, and grew with history
             // (BENCHMARKS.md).
             cache_bytes: u64::from(self.store_cache_mb) << 20,

@@ -142,6 +142,9 @@ async fn fetch_from_leader(
     // The broker fills a response in the order partitions are asked for: start each request
     // one partition further, so a busy partition cannot starve the ones after it.
     let mut first = 0;
+    // Whether the last answer brought more than one record: a stream, not a lone event; then
+    // the next fetch lingers (`RuntimeArgs::fetch_linger_ms`).
+    let mut streaming = false;
     loop {
         let mut outcome = Ok(());
         for (input, name) in inputs.iter_mut().zip(&names) {
@@ -170,7 +173,9 @@ async fn fetch_from_leader(
                     offset: inputs[k].offset.unwrap_or(0),
                 })
                 .collect();
-            let fetch = broker.fetch(&request, config.fetch_min_bytes, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, config.fetch_wait_ms);
+            let (min_bytes, wait_ms) = fetch_wants(&config, streaming);
+            let fetch = broker.fetch(&request, min_bytes, FETCH_RESPONSE_MAX_BYTES, FETCH_MAX_BYTES, wait_ms);
+            let mut brought = 0;
             match bounded("fetch", long_poll, fetch).await {
                 Err(e) => outcome = Err(e),
                 Ok(answers) => {
@@ -190,6 +195,7 @@ async fn fetch_from_leader(
                         match answer.result {
                             Ok(fetch) => {
                                 if let Some(fetched) = take_fetched(input, fetch) {
+                                    brought += fetched.records.len() + fetched.unreadable.len();
                                     if tx.send(fetched).await.is_err() {
                                         return Ok(None); // the loop stopped
                                     }
@@ -219,6 +225,7 @@ async fn fetch_from_leader(
                     }
                 }
             }
+            streaming = brought > 1;
         }
         match outcome {
             Ok(()) if moved => {
@@ -249,6 +256,17 @@ async fn fetch_from_leader(
                 }
             }
         }
+    }
+}
+
+/// The `min_bytes` and `max_wait_ms` of the next fetch: a long poll for the first record, or,
+/// while `streaming`, a short linger for a fuller answer. A `--fetch-min-bytes` at least as big
+/// as the linger's already batches, and waits longer for it.
+fn fetch_wants(config: &RuntimeConfig, streaming: bool) -> (i32, i32) {
+    if streaming && config.fetch_linger_ms > 0 && config.fetch_linger_bytes > config.fetch_min_bytes {
+        (config.fetch_linger_bytes, config.fetch_linger_ms.min(config.fetch_wait_ms))
+    } else {
+        (config.fetch_min_bytes, config.fetch_wait_ms)
     }
 }
 
@@ -328,6 +346,31 @@ mod tests {
     fn fetch(records: Vec<RecordAndOffset>, high_watermark: i64) -> PartitionFetch {
         let next_offset = records.iter().map(|r| r.offset + 1).max();
         PartitionFetch { records, next_offset, high_watermark, ..PartitionFetch::default() }
+    }
+
+    fn config(args: &[&str]) -> RuntimeConfig {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            rt: crate::RuntimeArgs,
+        }
+        let cli = Cli::try_parse_from(std::iter::once("svc").chain(args.iter().copied())).unwrap();
+        cli.rt.into_config("payment-service").unwrap()
+    }
+
+    #[test]
+    fn a_lone_event_is_long_polled_for_and_a_stream_lingers_for_a_fuller_answer() {
+        let plain = config(&["--fetch-wait-ms", "250", "--fetch-min-bytes", "1", "--fetch-linger-ms", "20", "--fetch-linger-bytes", "65536"]);
+        assert_eq!(fetch_wants(&plain, false), (1, 250), "idle: answered at the first record");
+        assert_eq!(fetch_wants(&plain, true), (65_536, 20), "streaming: a short wait for a batch");
+        let off = config(&["--fetch-wait-ms", "250", "--fetch-linger-ms", "0"]);
+        assert_eq!(fetch_wants(&off, true), (off.fetch_min_bytes, 250));
+        // The orders view's own batching waits longer for more: lingering would shorten it.
+        let view = config(&["--fetch-wait-ms", "250", "--fetch-min-bytes", "262144", "--fetch-linger-ms", "20"]);
+        assert_eq!(fetch_wants(&view, true), (262_144, 250));
+        let short = config(&["--fetch-wait-ms", "5", "--fetch-min-bytes", "1", "--fetch-linger-ms", "20"]);
+        assert_eq!(fetch_wants(&short, true).1, 5, "never longer than the long poll");
     }
 
     #[test]
