@@ -78,16 +78,14 @@ pub fn state_line(history: &[Recorded]) -> String {
 ///   was not reserved, or for a trip that was not cancelled.
 ///
 /// A release missing for a cancellation younger than `grace_ms` is in flight.
-/// `parked`: requests trip-service parked as a conflict, each excusing one more request.
-pub fn audit(trip_id: &str, history: &[Recorded], parked: usize, now_ms: i64, grace_ms: i64, out: &mut Vec<Violation>) {
+pub fn audit(trip_id: &str, history: &[Recorded], now_ms: i64, grace_ms: i64, out: &mut Vec<Violation>) {
     let mut v = |rule: &'static str, detail: String, evidence: Vec<&Recorded>| {
         out.push(Violation { order_id: Some(trip_id.to_owned()), rule, detail, evidence: evidence.into_iter().cloned().collect() })
     };
     let of = |t: Topic| history.iter().filter(|e| e.topic == t).collect::<Vec<_>>();
     for t in shared_events::Saga::Travel.topics() {
         let list = of(t);
-        let allowed = if t == Topic::TripRequested { 1 + parked } else { 1 };
-        if list.len() > allowed && !matches!(t, Topic::TripCancellationRequested | Topic::TripCancellationRefused) {
+        if list.len() > 1 && !matches!(t, Topic::TripCancellationRequested | Topic::TripCancellationRefused) {
             v("once per trip", format!("{} distinct {t} events", list.len()), list);
         }
     }
@@ -202,5 +200,17 @@ mod tests {
         let found = stuck(&events, 60_000, 30_000);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].waiting_on, "legs: HotelReserved");
+    }
+
+    #[test]
+    fn a_trip_id_reused_is_a_violation_unless_trip_service_parked_it() {
+        let mut events = sold_out_hotel();
+        let other = TripRequested { trip_id: "t-1".into(), customer_id: "bob".into(), flight: None, hotel: None, car: Some(CarLeg { location: "BER".into(), pick_up: "2027-03-14".into(), days: 1, cars: 1, price_cents: 5 }) };
+        events.push(rec(Topic::TripRequested, other.into(), None, 9));
+        let rules: Vec<&str> = audit_all(&events, 100_000, 30_000).iter().map(|v| v.rule).collect();
+        assert_eq!(rules, ["once per trip"]);
+        let letter = shared_events::DeadLetter { source_topic: "TripRequested".into(), source_partition: 0, source_offset: 9, ..shared_events::DeadLetter::rejected_trip(&"t-1".into(), "trip_id_conflict", "requested before".into()) };
+        events.push(rec(Topic::DeadLetter, letter.into(), None, 10));
+        assert_eq!(audit_all(&events, 100_000, 30_000), vec![]);
     }
 }

@@ -126,8 +126,9 @@ pub struct RuntimeArgs {
     /// After a fetch that brought more than one record (a stream, not a lone event), how long
     /// the next one waits for a fuller answer (`--fetch-linger-bytes`), in milliseconds: a
     /// steady stream then comes in batches, each one commit, instead of a commit for every few
-    /// records. Otherwise a fetch long-polls as `--fetch-min-bytes` and `--fetch-wait-ms` say,
-    /// so a lone event is taken at once. 0: off.
+    /// records. After a quieter answer a fetch long-polls as `--fetch-min-bytes` and
+    /// `--fetch-wait-ms` say, answered at the first record. Never longer than
+    /// `--fetch-wait-ms`; off if `--fetch-min-bytes` is at least `--fetch-linger-bytes`. 0: off.
     #[arg(long, env = "SAGA_FETCH_LINGER_MS", default_value_t = 20,
           value_parser = clap::value_parser!(i32).range(0..=30_000))]
     pub fetch_linger_ms: i32,
@@ -299,6 +300,7 @@ pub struct RuntimeConfig {
     pub fetch_min_bytes: i32,
     /// See [`RuntimeArgs::fetch_linger_ms`].
     pub fetch_linger_ms: i32,
+    /// See [`RuntimeArgs::fetch_linger_bytes`].
     pub fetch_linger_bytes: i32,
     /// Bound on sled's page cache.
     pub cache_bytes: u64,

@@ -49,6 +49,9 @@ fn the_secured_override_runs_each_service_as_its_own_principal_after_saga_acl() 
     for s in SERVICES.into_iter().chain(TRAVEL_SERVICES).chain(["orders-view"]) {
         let body = &blocks[s];
         assert!(body.contains(&format!("KAFKA_SASL_USERNAME: {s}")), "{s} runs as {s}:\n{body}");
+        let password = body.lines().find_map(|l| l.trim().strip_prefix("KAFKA_SASL_PASSWORD: ")).unwrap_or_else(|| panic!("{s} has a password:\n{body}"));
+        let user = format!("user_{s}=\"{password}\"");
+        assert!(blocks["kafka"].contains(&user), "the broker knows {s} by that password ({user}):\n{}", blocks["kafka"]);
         assert!(body.contains("KAFKA_SECURITY_PROTOCOL: SASL_SSL") && body.contains("KAFKA_SSL_CA_LOCATION: /tls/ca.pem"), "{s}:\n{body}");
         assert!(body.contains("\n      acl:\n        condition: service_completed_successfully"), "{s} starts after saga acl:\n{body}");
     }

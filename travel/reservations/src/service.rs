@@ -16,6 +16,7 @@ use crate::{Decision, Reservations, Units};
 pub trait LegRules: Send + 'static {
     /// The binary's name, e.g. `hotel-service`.
     const NAME: &'static str;
+    /// Which leg: names what it emits (`<Leg>Reserved`, …) and logs.
     const LEG: Leg;
     /// What is loaded on first start (demo inventory by default).
     type Seed: DeserializeOwned + Default;
@@ -32,6 +33,7 @@ pub trait LegRules: Send + 'static {
 pub enum Ask {
     /// Nothing: the leg is not part of the trip.
     Nothing,
+    /// These units, all or none.
     Units(Units),
     /// Units that cannot exist (days past the calendar's end): refused as unknown.
     Impossible,
@@ -50,6 +52,7 @@ impl<R: LegRules> Default for LegService<R> {
 }
 
 impl<R: LegRules> LegService<R> {
+    /// Fills an empty store with the seed's capacities.
     pub fn seed(&mut self, seed: R::Seed) {
         self.units.seed(R::capacity(seed));
     }
@@ -66,6 +69,7 @@ impl<R: LegRules> LegService<R> {
         }
     }
 
+    /// Gives back what the trip holds, once; remembers a cancellation that came first.
     pub fn on_trip_cancelled(&mut self, cancelled: &TripCancelled) -> Option<LegReleased> {
         self.units.release(&cancelled.trip_id)
     }

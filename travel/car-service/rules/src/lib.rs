@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn a_rental_takes_its_cars_on_each_day_and_nothing_past_the_calendar() {
-        let Ask::Units(units) = Rentals::asks(&rental("2028-02-28", 2)) else { panic!() };
+        let Ask::Units(units) = Rentals::asks(&rental("2028-02-28", 2)) else { panic!("a rental inside the calendar asks for cars") };
         let days: Vec<(&str, u32)> = units.iter().map(|u| (u.day.as_str(), u.count)).collect();
         assert_eq!(days, [("2028-02-28", 2), ("2028-02-29", 2)], "a leap year");
         assert_eq!(Rentals::asks(&rental("9999-12-30", 3)), Ask::Impossible);

@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn a_stay_takes_each_night_across_the_month_and_nothing_past_the_calendar() {
-        let Ask::Units(units) = Rooms::asks(&stay("2027-02-27", 3)) else { panic!() };
+        let Ask::Units(units) = Rooms::asks(&stay("2027-02-27", 3)) else { panic!("a stay inside the calendar asks for rooms") };
         let nights: Vec<&str> = units.iter().map(|u| u.day.as_str()).collect();
         assert_eq!(nights, ["2027-02-27", "2027-02-28", "2027-03-01"]);
         assert_eq!(Rooms::asks(&stay("9999-12-31", 2)), Ask::Impossible);

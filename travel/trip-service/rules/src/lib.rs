@@ -56,7 +56,8 @@ pub struct TripRecord {
     pub cancel_requested: bool,
     pub cancel_reason: Option<TripCancelReason>,
     /// The `TripRequested` that requested the trip (its id covers its content): another one
-    /// with the same trip id is a conflict, parked.
+    /// with the same trip id is a conflict, parked. `None` in rows of session 10's release,
+    /// which stay unchecked: which request made them is unknown.
     #[serde(default)]
     pub requested_by: Option<EventId>,
 }
@@ -161,7 +162,11 @@ impl Trips {
                     let reason = format!("trip {trip_id} was requested before with another request (event {first}); this one is not the trip");
                     return Some(Decision::Conflict(Box::new(DeadLetter::rejected_trip(&trip_id, "trip_id_conflict", reason))));
                 }
-                trip.requested_by = Some(id);
+                // A row with a request but no id predates the check: which request made it is
+                // unknown, and stays so.
+                if trip.request.is_none() || trip.requested_by.is_some() {
+                    trip.requested_by = Some(id);
+                }
                 if trip.request.is_none() {
                     let amount_cents = r.total_cents().unwrap_or(u64::MAX);
                     info!(trip_id = %trip_id, customer_id = r.customer_id, legs = ?r.legs(), amount_cents, "trip requested");
@@ -446,8 +451,16 @@ mod tests {
         assert_eq!(t.apply_at(&Input::Requested(request("t-1")), 2), None, "the same request again is a duplicate");
         let mut other = request("t-1");
         other.car = None;
-        let Some(Decision::Conflict(letter)) = t.apply_at(&Input::Requested(other), 3) else { panic!("expected a conflict") };
+        let Some(Decision::Conflict(letter)) = t.apply_at(&Input::Requested(other.clone()), 3) else { panic!("expected a conflict") };
         assert_eq!((letter.error_code.as_str(), letter.trip_id, letter.order_id), ("trip_id_conflict", Some("t-1".into()), None));
         assert_eq!(t.trips.get("t-1").unwrap().request.unwrap().legs, [Leg::Hotel, Leg::Car], "the first request stands");
+
+        // A row written before the check has no id: it takes no other request's for its own.
+        let mut old = t.trips.get("t-1").unwrap();
+        old.requested_by = None;
+        t.trips.insert("t-1", old);
+        assert_eq!(t.apply_at(&Input::Requested(other), 4), None);
+        assert_eq!(t.trips.get("t-1").unwrap().requested_by, None);
+        assert_eq!(t.apply_at(&Input::Requested(request("t-1")), 5), None, "nor is the real one parked later");
     }
 }
