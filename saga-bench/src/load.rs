@@ -315,6 +315,7 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
         "--partitions".to_owned(), args.partitions.to_string(),
         "--log-format".to_owned(), "json".to_owned(),
         "--fetch-wait-ms".to_owned(), args.fetch_wait_ms.to_string(),
+        "--fetch-linger-ms".to_owned(), args.fetch_linger_ms.to_string(),
         "--compression".to_owned(), args.compression.to_string(),
     ];
     common.extend(args.security.to_args());

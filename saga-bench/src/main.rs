@@ -65,6 +65,11 @@ pub struct Args {
     /// Long-poll wait of every fetch (relays and services), in milliseconds.
     #[arg(long, default_value_t = 250)]
     pub fetch_wait_ms: i32,
+    /// The services' `--fetch-linger-ms` (and the view's, where its `--fetch-min-bytes` leaves
+    /// it on): 0, the services' default, reads a stream as it comes; 20 trades latency for
+    /// CPU on a busy machine (BENCHMARKS.md, session 11).
+    #[arg(long, default_value_t = 0)]
+    pub fetch_linger_ms: i32,
     /// Orders sent (at the run's rate) and completed before measuring, per run: a fresh
     /// broker compiles its hot paths and services open their connections in the first seconds.
     #[arg(long, default_value_t = 10_000)]

@@ -128,8 +128,10 @@ pub struct RuntimeArgs {
     /// steady stream then comes in batches, each one commit, instead of a commit for every few
     /// records. After a quieter answer a fetch long-polls as `--fetch-min-bytes` and
     /// `--fetch-wait-ms` say, answered at the first record. Never longer than
-    /// `--fetch-wait-ms`; off if `--fetch-min-bytes` is at least `--fetch-linger-bytes`. 0: off.
-    #[arg(long, env = "SAGA_FETCH_LINGER_MS", default_value_t = 20,
+    /// `--fetch-wait-ms`; off if `--fetch-min-bytes` is at least `--fetch-linger-bytes`. 0 (the
+    /// default): off, every answer as soon as there is a record. It trades latency for CPU:
+    /// worth it where the services share a machine that is busy (BENCHMARKS.md, session 11).
+    #[arg(long, env = "SAGA_FETCH_LINGER_MS", default_value_t = 0,
           value_parser = clap::value_parser!(i32).range(0..=30_000))]
     pub fetch_linger_ms: i32,
 
