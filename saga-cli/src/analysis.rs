@@ -82,6 +82,14 @@ pub fn is_terminal(history: &[Recorded]) -> bool {
     history.iter().any(|e| e.topic.is_terminal())
 }
 
+/// What one saga of `saga` is called: an order, a trip.
+pub fn noun(saga: Saga) -> &'static str {
+    match saga {
+        Saga::Order => "order",
+        Saga::Travel => "trip",
+    }
+}
+
 /// Whether a history is a trip's.
 fn is_trip(history: &[Recorded]) -> bool {
     history.first().and_then(Recorded::saga) == Some(Saga::Travel)
@@ -147,6 +155,7 @@ pub fn waiting_on(rec: &OrderRecord) -> String {
 /// than the threshold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stuck {
+    pub saga: Saga,
     pub order_id: String,
     pub age_ms: i64,
     pub last: Topic,
@@ -156,7 +165,7 @@ pub struct Stuck {
 /// Sagas started more than `older_than_ms` before `now_ms` that have not finished.
 pub fn stuck(events: &[Recorded], now_ms: i64, older_than_ms: i64) -> Vec<Stuck> {
     let mut out = Vec::new();
-    for ((_, order_id), history) in by_saga(events) {
+    for ((saga, order_id), history) in by_saga(events) {
         let (unfinished, waiting) = if is_trip(&history) {
             let rec = crate::trips::state(&history);
             (!crate::trips::is_finished(&rec), crate::trips::waiting_on(&rec))
@@ -168,7 +177,7 @@ pub fn stuck(events: &[Recorded], now_ms: i64, older_than_ms: i64) -> Vec<Stuck>
         let age_ms = now_ms - started;
         if unfinished && age_ms > older_than_ms {
             let last = history.last().map_or(Topic::OrderCreated, |e| e.topic);
-            out.push(Stuck { order_id, age_ms, last, waiting_on: waiting });
+            out.push(Stuck { saga, order_id, age_ms, last, waiting_on: waiting });
         }
     }
     out.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
@@ -178,6 +187,8 @@ pub fn stuck(events: &[Recorded], now_ms: i64, older_than_ms: i64) -> Vec<Stuck>
 /// A broken invariant, with the events that show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
+    /// Whose: `None` for an event that names no saga.
+    pub saga: Option<Saga>,
     pub order_id: Option<String>,
     pub rule: &'static str,
     pub detail: String,
@@ -200,6 +211,7 @@ pub fn audit(events: &[Recorded], now_ms: i64, grace_ms: i64) -> Vec<Violation> 
         if let Some(cause) = e.envelope.meta.causation_id {
             if !known.contains(&cause) {
                 out.push(Violation {
+                    saga: e.saga(),
                     order_id: e.saga_id().map(str::to_owned),
                     rule: "unknown cause",
                     detail: format!("{} names cause {cause}, which is on no topic", e.topic),
@@ -215,6 +227,7 @@ pub fn audit(events: &[Recorded], now_ms: i64, grace_ms: i64) -> Vec<Violation> 
         }
         let mut v = |rule: &'static str, detail: String, evidence: Vec<&Recorded>| {
             out.push(Violation {
+                saga: Some(Saga::Order),
                 order_id: Some(order_id.clone()),
                 rule,
                 detail,

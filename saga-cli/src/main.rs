@@ -186,8 +186,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 if i > 0 {
                     say("");
                 }
-                let what = if *saga == shared_events::Saga::Travel { "trip" } else { "order" };
-                say(&format!("{what} {order_id} (partition {})", history[0].partition));
+                say(&format!("{} {order_id} (partition {})", analysis::noun(*saga), history[0].partition));
                 let mut previous = None;
                 for e in history {
                     say(&render::trace_line(e, previous, colour));
@@ -242,7 +241,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 say(&format!("no saga older than {older_than:?} is unfinished"));
             }
             for s in &stuck {
-                say(&format!("{:<24} {:>8.1}s  last {:<24} waiting on {}", s.order_id, s.age_ms as f64 / 1000.0, s.last.as_str(), s.waiting_on));
+                let id = format!("{} {}", analysis::noun(s.saga), s.order_id);
+                say(&format!("{id:<30} {:>8.1}s  last {:<24} waiting on {}", s.age_ms as f64 / 1000.0, s.last.as_str(), s.waiting_on));
             }
         }
         Command::Audit { grace } => {
@@ -251,7 +251,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let sagas = analysis::by_saga(&events).len();
             let violations = analysis::audit(&events, now_ms(), grace.as_millis() as i64);
             for v in &violations {
-                say(&format!("{} {}: {} — {}", render::paint("VIOLATION", render::Tone::Poison, colour), v.order_id.as_deref().unwrap_or("-"), v.rule, v.detail));
+                let whose = match (v.saga, &v.order_id) {
+                    (Some(saga), Some(id)) => format!("{} {id}", analysis::noun(saga)),
+                    (_, id) => id.clone().unwrap_or_else(|| "-".to_owned()),
+                };
+                say(&format!("{} {whose}: {} — {}", render::paint("VIOLATION", render::Tone::Poison, colour), v.rule, v.detail));
                 for e in &v.evidence {
                     say(&format!("    {} {}/{}@{} id={} {}", render::clock(e.at_ms()), e.topic, e.partition, e.offset, e.envelope.meta.event_id, render::facts(&e.envelope.event)));
                 }

@@ -80,7 +80,7 @@ pub fn state_line(history: &[Recorded]) -> String {
 /// A release missing for a cancellation younger than `grace_ms` is in flight.
 pub fn audit(trip_id: &str, history: &[Recorded], now_ms: i64, grace_ms: i64, out: &mut Vec<Violation>) {
     let mut v = |rule: &'static str, detail: String, evidence: Vec<&Recorded>| {
-        out.push(Violation { order_id: Some(trip_id.to_owned()), rule, detail, evidence: evidence.into_iter().cloned().collect() })
+        out.push(Violation { saga: Some(shared_events::Saga::Travel), order_id: Some(trip_id.to_owned()), rule, detail, evidence: evidence.into_iter().cloned().collect() })
     };
     let of = |t: Topic| history.iter().filter(|e| e.topic == t).collect::<Vec<_>>();
     for t in shared_events::Saga::Travel.topics() {
