@@ -51,6 +51,29 @@ async fn wait_census(d: &Deployment, trip_id: &str, what: &str, done: impl Fn(&B
     census(d, trip_id).await
 }
 
+/// From each leg's stopped store: free + held = capacity on every day a trip touched, and only
+/// the trips `may_hold` approves hold units.
+fn assert_units_conserved(d: &Deployment, may_hold: impl Fn(&str) -> bool) {
+    for (service, leg) in [("flight-service", Leg::Flight), ("hotel-service", Leg::Hotel), ("car-service", Leg::Car)] {
+        let capacity: BTreeMap<String, u32> = d.table(service, "capacity");
+        let free: BTreeMap<String, u32> = d.table(service, "free");
+        let records: BTreeMap<String, LegRecord> = d.table(service, "trips");
+        let mut held: BTreeMap<String, u32> = BTreeMap::new();
+        for (trip, record) in &records {
+            if let LegRecord::Reserved { units } = record {
+                assert!(may_hold(trip), "{leg:?}: {trip} holds units but is not confirmed");
+                for u in units {
+                    *held.entry(u.key()).or_default() += u.count;
+                }
+            }
+        }
+        for (day, left) in &free {
+            let resource = day.rsplit_once('/').unwrap().0;
+            assert_eq!(left + held.get(day).copied().unwrap_or(0), capacity[resource], "{leg:?} {day}: free + held = capacity");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_trip_a_sold_out_hotel_a_declined_charge_and_a_late_car() {
     let mut d = Deployment::travel(3, &[]).await;
@@ -156,24 +179,7 @@ async fn a_full_trip_a_sold_out_hotel_a_declined_charge_and_a_late_car() {
     }
     // Conservation, from each leg's store: free + held = capacity on every day touched, and only
     // the confirmed trip holds anything.
-    for (service, leg) in [("flight-service", Leg::Flight), ("hotel-service", Leg::Hotel), ("car-service", Leg::Car)] {
-        let capacity: BTreeMap<String, u32> = d.table(service, "capacity");
-        let free: BTreeMap<String, u32> = d.table(service, "free");
-        let records: BTreeMap<String, LegRecord> = d.table(service, "trips");
-        let mut held: BTreeMap<String, u32> = BTreeMap::new();
-        for (trip, record) in &records {
-            if let LegRecord::Reserved { units } = record {
-                assert_eq!(trip, &full, "{leg:?}: only the confirmed trip holds units");
-                for u in units {
-                    *held.entry(u.key()).or_default() += u.count;
-                }
-            }
-        }
-        for (day, left) in &free {
-            let resource = day.rsplit_once('/').unwrap().0;
-            assert_eq!(left + held.get(day).copied().unwrap_or(0), capacity[resource], "{leg:?} {day}");
-        }
-    }
+    assert_units_conserved(&d, |trip| trip == full);
     // The operator's tools read trips too: the late trip's story, and a clean audit.
     let (code, trace, err) = d.saga(&["trace", &late]);
     assert_eq!(code, 0, "{err}");
@@ -343,24 +349,7 @@ async fn a_kill_nine_storm_with_duplicates_loses_no_seat_room_car_or_cent() {
             confirmed_cents += trips[&id].request.as_ref().unwrap().amount_cents;
         }
     }
-    for (service, leg) in [("flight-service", Leg::Flight), ("hotel-service", Leg::Hotel), ("car-service", Leg::Car)] {
-        let capacity: BTreeMap<String, u32> = d.table(service, "capacity");
-        let free: BTreeMap<String, u32> = d.table(service, "free");
-        let records: BTreeMap<String, LegRecord> = d.table(service, "trips");
-        let mut held: BTreeMap<String, u32> = BTreeMap::new();
-        for (trip, record) in &records {
-            if let LegRecord::Reserved { units } = record {
-                assert_eq!(trips[trip].status, TripStatus::Confirmed, "{leg:?}: {trip} holds units but is not confirmed");
-                for u in units {
-                    *held.entry(u.key()).or_default() += u.count;
-                }
-            }
-        }
-        for (day, left) in &free {
-            let resource = day.rsplit_once('/').unwrap().0;
-            assert_eq!(left + held.get(day).copied().unwrap_or(0), capacity[resource], "{leg:?} {day}: free + held = capacity");
-        }
-    }
+    assert_units_conserved(&d, |trip| trips[trip].status == TripStatus::Confirmed);
     let wallets: BTreeMap<String, u64> = d.table("billing-service", "wallets");
     let seeded: u64 = billing_rules::Seed::default().wallets.values().sum();
     assert_eq!(wallets.values().sum::<u64>() + confirmed_cents, seeded, "money adds up");
