@@ -300,6 +300,25 @@ pub async fn collect(client: &Client, from: HashMap<i32, Vec<FetchPartition>>, k
     Ok(arrived)
 }
 
+/// Deletes a measured run's topics, unless `--keep-topics`. Each run makes its own (45
+/// partitions with the defaults), and a broker holding a few dozen runs' worth answered the
+/// next runs markedly slower (BENCHMARKS.md). A topic left behind costs only that, so a
+/// failure is reported and the report goes on.
+pub async fn delete_topics(args: &Args, client: &Client, topics: impl IntoIterator<Item = String>) {
+    if args.keep_topics {
+        return;
+    }
+    let controller = match client.controller_client() {
+        Ok(c) => c,
+        Err(e) => return eprintln!("  the run's topics stay on the broker: {e}"),
+    };
+    for topic in topics {
+        if let Err(e) = controller.delete_topic(topic.as_str(), 10_000).await {
+            eprintln!("  could not delete {topic}: {e}");
+        }
+    }
+}
+
 /// One saga run on fresh topics and stores.
 pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Result<RunResult> {
     let prefix = unique("bench");
@@ -411,6 +430,7 @@ pub async fn run(args: &Args, rate: Option<f64>, unsafe_skip_fsync: bool) -> Res
         _ => None,
     };
     procs::stop(services);
+    delete_topics(args, &client, Topic::ORDER.iter().map(|t| format!("{prefix}{t}"))).await;
     let (sent, arrived) = measured?;
     Ok(RunResult { broker_cpu_percent, generator_cpu_percent, view, ..RunResult::from_times(&sent, &arrived, payload_bytes, usage) })
 }

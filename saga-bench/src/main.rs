@@ -104,6 +104,11 @@ pub struct Args {
     /// Where service stores and logs go.
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,
+    /// Leave each run's topics on the broker (to read them with `saga`). Without it they are
+    /// deleted once the run is measured: a broker that keeps every run's partitions grows
+    /// slower from run to run.
+    #[arg(long)]
+    pub keep_topics: bool,
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 4], String> {

@@ -100,9 +100,7 @@ pub async fn run(args: &Args) -> Result<RunResult> {
     let measured = load::round_trip(&setup, &topics[0], &last, args.partitions, records, &run_id, args.rate).await;
     let broker_cpu_percent = broker.and_then(|m| m.percent());
     relays.abort_all();
-    for t in &topics {
-        let _ = controller.delete_topic(t, 10_000).await;
-    }
+    load::delete_topics(args, &setup, topics).await;
     let (sent, arrived) = measured?;
     Ok(RunResult { broker_cpu_percent, ..RunResult::from_times(&sent, &arrived, payload_bytes, Vec::new()) })
 }

@@ -135,8 +135,8 @@ impl Report {
             println!("{name}: view {} records behind when the last order ended, caught up {:.0} ms later", v.records_behind_at_end, v.caught_up_ms);
             if let Some(h) = &v.http {
                 println!(
-                    "{name}: view GET /orders/{{id}} at {:.0}/s (achieved {:.0}/s, {} requests, {} errors): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms",
-                    h.target_rps, h.achieved_rps, h.requests, h.errors, h.p50_ms, h.p99_ms, h.p999_ms, h.max_ms
+                    "{name}: view GET /orders/{{id}} at {:.0}/s (achieved {:.0}/s, {} requests, {} errors): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms; sent late p99 {:.2} ms, round trip p99 {:.2} ms",
+                    h.target_rps, h.achieved_rps, h.requests, h.errors, h.p50_ms, h.p99_ms, h.p999_ms, h.max_ms, h.sent_late_p99_ms, h.round_trip_p99_ms
                 );
             }
         }

@@ -34,10 +34,27 @@ pub struct HttpResult {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// The generator's own share: how late it sent requests (p99), from when each was due to
+    /// when its thread got to send it. Latency beyond this is the view's and the network's.
+    pub sent_late_p99_ms: f64,
+    /// The p99 from sending a request to reading its whole answer.
+    pub round_trip_p99_ms: f64,
 }
 
+/// A client whose every step has a deadline but whose host lookup has none: with a global
+/// timeout, ureq resolves every request's host (an IP literal too, a pooled connection too) on
+/// a thread it spawns for it, and that thread, new and unhurried, waited for a busy core before
+/// each request could even be sent.
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).http_status_as_error(false).build().into()
+    let step = Some(Duration::from_secs(5));
+    ureq::Agent::config_builder()
+        .timeout_connect(step)
+        .timeout_send_request(step)
+        .timeout_recv_response(step)
+        .timeout_recv_body(step)
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 fn stats(agent: &ureq::Agent, base: &str) -> Result<serde_json::Value> {
@@ -78,20 +95,28 @@ pub fn wait_caught_up(base: &str, orders: u64, timeout: Duration) -> Result<Dura
     }
 }
 
+/// One request's times, in milliseconds.
+struct Timing {
+    /// From when it was due until its answer was read.
+    latency: f64,
+    sent_late: f64,
+    round_trip: f64,
+}
+
 /// Sends `GET {base}/orders/{id}` for the given ids, `rps` a second on a fixed schedule, from a
 /// few threads (eight: one stalled on the CPU delays only the requests it holds), until
 /// `stop` is set.
 pub fn load(base: String, ids: Vec<String>, rps: f64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<HttpResult> {
     std::thread::spawn(move || {
         let next = Arc::new(AtomicUsize::new(0));
-        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let timings = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(AtomicUsize::new(0));
         let ids = Arc::new(ids);
         let start = Instant::now();
         let workers: Vec<_> = (0..8)
             .map(|_| {
-                let (next, latencies, errors, ids, stop, base) =
-                    (Arc::clone(&next), Arc::clone(&latencies), Arc::clone(&errors), Arc::clone(&ids), Arc::clone(&stop), base.clone());
+                let (next, timings, errors, ids, stop, base) =
+                    (Arc::clone(&next), Arc::clone(&timings), Arc::clone(&errors), Arc::clone(&ids), Arc::clone(&stop), base.clone());
                 std::thread::spawn(move || {
                     // The client shares the busy cores with what it measures: with a short
                     // slice, it sends when a request is due and reads the answer when it comes,
@@ -107,6 +132,7 @@ pub fn load(base: String, ids: Vec<String>, rps: f64, stop: Arc<AtomicBool>) -> 
                             std::thread::sleep(wait);
                         }
                         let id = &ids[k.wrapping_mul(2_654_435_761) % ids.len()];
+                        let sent = Instant::now();
                         let ok = agent
                             .get(format!("{base}/orders/{id}"))
                             .call()
@@ -117,9 +143,11 @@ pub fn load(base: String, ids: Vec<String>, rps: f64, stop: Arc<AtomicBool>) -> 
                         if !ok {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
-                        mine.push(Instant::now().saturating_duration_since(due).as_secs_f64() * 1000.0);
+                        let ms = |later: Instant, earlier: Instant| later.saturating_duration_since(earlier).as_secs_f64() * 1000.0;
+                        let done = Instant::now();
+                        mine.push(Timing { latency: ms(done, due), sent_late: ms(sent, due), round_trip: ms(done, sent) });
                     }
-                    latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(mine);
+                    timings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(mine);
                 })
             })
             .collect();
@@ -127,8 +155,13 @@ pub fn load(base: String, ids: Vec<String>, rps: f64, stop: Arc<AtomicBool>) -> 
             let _ = w.join();
         }
         let seconds = start.elapsed().as_secs_f64();
-        let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        lat.sort_by(f64::total_cmp);
+        let timings = std::mem::take(&mut *timings.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let sorted = |of: fn(&Timing) -> f64| {
+            let mut v: Vec<f64> = timings.iter().map(of).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let lat = sorted(|t| t.latency);
         let q = |p: f64| crate::report::quantile(&lat, p);
         HttpResult {
             target_rps: rps,
@@ -139,6 +172,8 @@ pub fn load(base: String, ids: Vec<String>, rps: f64, stop: Arc<AtomicBool>) -> 
             p99_ms: q(0.99),
             p999_ms: q(0.999),
             max_ms: lat.last().copied().unwrap_or(0.0),
+            sent_late_p99_ms: crate::report::quantile(&sorted(|t| t.sent_late), 0.99),
+            round_trip_p99_ms: crate::report::quantile(&sorted(|t| t.round_trip), 0.99),
         }
     })
 }
