@@ -9,7 +9,9 @@
 #
 # Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1),
 # KAFKA_HOME (<repo>/.kafka): where data, config and logs live (jars stay in <repo>/.kafka/libs),
-# KAFKA_STOP_WITH_PID: stop the broker and delete its data once that process is gone (tests).
+# KAFKA_STOP_WITH_PID: stop the broker and delete its data once that process is gone (tests),
+# KAFKA_HEAP_OPTS (-Xms256m -Xmx512m) and KAFKA_JVM_PERFORMANCE_OPTS (-XX:+UseG1GC): the
+# broker's JVM, as with Kafka's own scripts. Its GC log is logs/kafkaServer-gc.log.
 #
 # Secured listeners, off unless asked (PLAINTEXT on KAFKA_PORT stays, for inter-broker and admin):
 #   KAFKA_SASL_SSL_PORT  also SASL_SSL on 127.0.0.1:that port: PLAIN, SCRAM-SHA-256 and
@@ -72,11 +74,22 @@ install() {
 }
 
 java_args() {
-  java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
+  java_opts=(-Djava.awt.headless=true
     -Dlog4j2.configurationFile="$repo/scripts/kafka/log4j2.properties"
     -Dkafka.logs.dir="$run/logs" -cp "$libs/*")
 }
-java_cmd() { java_args; java "${java_opts[@]}" "$@"; }
+java_cmd() { java_args; java -Xms256m -Xmx512m -XX:+UseG1GC "${java_opts[@]}" "$@"; }
+
+# The broker's JVM, overridden as with Kafka's own kafka-server-start.sh (KAFKA_HEAP_OPTS,
+# KAFKA_JVM_PERFORMANCE_OPTS), and its GC log where Kafka writes it (-loggc). A stop-the-world
+# pause holds a core from every service on a small host; the log says when and how long
+# (BENCHMARKS.md, session 12: Kafka's own 1 GiB and 20 ms pause target, and ZGC, did not help).
+broker_jvm_opts() {
+  # Word splitting is meant: these are lists of options, as in Kafka's scripts.
+  # shellcheck disable=SC2206
+  broker_opts=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} ${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseG1GC}
+    "-Xlog:gc*:file=$run/logs/kafkaServer-gc.log:time,tags:filecount=5,filesize=20M")
+}
 
 alive() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -268,8 +281,9 @@ start() {
   configure
   say "starting broker on 127.0.0.1:$port (logs: $run/logs/broker.log)"
   java_args
+  broker_jvm_opts
   # Its own session: a Ctrl-C meant for scripts that started it does not reach the broker.
-  setsid nohup java "${java_opts[@]}" kafka.Kafka "$run/server.properties" >"$run/logs/broker.log" 2>&1 </dev/null &
+  setsid nohup java "${broker_opts[@]}" "${java_opts[@]}" kafka.Kafka "$run/server.properties" >"$run/logs/broker.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   if [ -n "${KAFKA_STOP_WITH_PID:-}" ]; then
     # A test run owns this broker: stop it and remove its data when the test process exits.
