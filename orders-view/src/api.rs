@@ -1,4 +1,4 @@
-//! The view's HTTP API: JSON over the committed projections, read from the store on a thread
+//! The view's HTTP API: JSON over the committed projections, read from the store on threads
 //! of its own while the loop goes on writing. Every answer says how far the view has read
 //! (`read_to`), so a client that just placed an order can tell "not seen yet" from "unknown".
 
@@ -38,7 +38,7 @@ pub fn router(store: StoreReader) -> Router {
         .with_state(store)
 }
 
-/// Runs a handler's store scans off the server's one thread: a scan waits for sled's lock
+/// Runs a handler's store scans off the server's threads: a scan waits for sled's lock
 /// while a commit is applied, and must not hold up every other request.
 async fn off_thread(read: impl FnOnce() -> Result<Response, ApiError> + Send + 'static) -> Result<Response, ApiError> {
     tokio::task::spawn_blocking(read)

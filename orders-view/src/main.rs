@@ -23,6 +23,10 @@ struct Cli {
     /// Where the HTTP API and the page listen (`HOST:PORT`; port 0 picks a free one).
     #[arg(long, env = "SAGA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: String,
+    /// Threads answering requests: with two, one answers while the other waits for a core (a
+    /// busy host, a collector's pause next door). 1 answers on the accepting thread.
+    #[arg(long, env = "SAGA_HTTP_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    http_threads: u16,
     #[command(flatten)]
     runtime: saga_runtime::RuntimeArgs,
 }
@@ -39,9 +43,10 @@ const STORE_CACHE_MB: &str = "256";
 fn main() -> ExitCode {
     let matches = Cli::command().mut_arg("store_cache_mb", |arg| arg.default_value(STORE_CACHE_MB)).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let addr = cli.http_addr;
+    let (addr, threads) = (cli.http_addr, usize::from(cli.http_threads));
     let serve: saga_runtime::Alongside = Box::new(move |store| {
-        let endpoint = saga_runtime::endpoint::serve_router("the orders view", &addr, api::router(store)).map_err(|e| e.to_string())?;
+        let endpoint =
+            saga_runtime::endpoint::serve_router("the orders view", &addr, api::router(store), threads).map_err(|e| e.to_string())?;
         tracing::info!(addr = %endpoint.local_addr, "serving the orders view: /orders/{{id}}, /customers/{{id}}/orders, /stats, /");
         Ok(Box::new(endpoint))
     });

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info};
@@ -51,31 +52,41 @@ pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<Endpoint, EndpointErro
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(metrics);
-    let endpoint = serve_router("metrics", addr, app)?;
+    let endpoint = serve_router("metrics", addr, app, 1)?;
     info!(addr = %endpoint.local_addr, "serving /metrics, /healthz and /readyz");
     Ok(endpoint)
 }
 
 /// Binds `addr` and serves `app` on a thread of its own (named `what`) until the returned
 /// [`Endpoint`] is dropped; `what` also names it in errors ("cannot serve metrics on …").
-pub fn serve_router(what: &'static str, addr: &str, app: Router) -> Result<Endpoint, EndpointError> {
+/// With `threads` above one, that thread accepts and as many more answer: a request is then
+/// answered on one while another waits for a core.
+pub fn serve_router(what: &'static str, addr: &str, app: Router, threads: usize) -> Result<Endpoint, EndpointError> {
     let err = |source| EndpointError { what, addr: addr.to_owned(), source };
     let listener = std::net::TcpListener::bind(addr).map_err(err)?;
     listener.set_nonblocking(true).map_err(err)?;
     let local_addr = listener.local_addr().map_err(err)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(err)?;
+    let mut builder = match threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n).thread_name(what).on_thread_start(move || short_slice(what));
+            b
+        }
+    };
+    let runtime = builder.enable_all().build().map_err(err)?;
     let (stop, stopped) = oneshot::channel::<()>();
     std::thread::Builder::new()
         .name(what.into())
         .spawn(move || {
-            // Each request is a short burst: with a short slice it runs as soon as it arrives,
-            // instead of waiting out a busy core's running thread (see the crate).
-            if let Err(error) = thread_slice::request(thread_slice::SHORTEST) {
-                debug!(endpoint = what, %error, "no short scheduler slice for the endpoint's thread");
-            }
+            short_slice(what);
             runtime.block_on(async move {
                 let served = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(async { let _ = stopped.await; }).await,
+                    // An answer goes out when it is written, not when the client's delayed ACK
+                    // of the last one comes back (Nagle).
+                    Ok(listener) => axum::serve(listener.tap_io(|tcp| { let _ = tcp.set_nodelay(true); }), app)
+                        .with_graceful_shutdown(async { let _ = stopped.await; })
+                        .await,
                     Err(e) => Err(e),
                 };
                 match served {
@@ -86,6 +97,14 @@ pub fn serve_router(what: &'static str, addr: &str, app: Router) -> Result<Endpo
         })
         .map_err(err)?;
     Ok(Endpoint { stop: Some(stop), local_addr })
+}
+
+/// Each request is a short burst: with a short slice it runs as soon as it arrives, instead of
+/// waiting out a busy core's running thread (see the crate).
+fn short_slice(endpoint: &'static str) {
+    if let Err(error) = thread_slice::request(thread_slice::SHORTEST) {
+        debug!(endpoint, %error, "no short scheduler slice for the endpoint's thread");
+    }
 }
 
 async fn exposition(State(metrics): State<Arc<Metrics>>) -> Response {
