@@ -11,7 +11,8 @@
 # KAFKA_HOME (<repo>/.kafka): where data, config and logs live (jars stay in <repo>/.kafka/libs),
 # KAFKA_STOP_WITH_PID: stop the broker and delete its data once that process is gone (tests),
 # KAFKA_HEAP_OPTS (-Xms256m -Xmx512m) and KAFKA_JVM_PERFORMANCE_OPTS (-XX:+UseG1GC): the
-# broker's JVM, as with Kafka's own scripts. Its GC log is logs/kafkaServer-gc.log.
+# broker's JVM, as with Kafka's own scripts. Its GC log is
+# <KAFKA_HOME>/broker-<KAFKA_PORT>/logs/kafkaServer-gc.log.
 #
 # Secured listeners, off unless asked (PLAINTEXT on KAFKA_PORT stays, for inter-broker and admin):
 #   KAFKA_SASL_SSL_PORT  also SASL_SSL on 127.0.0.1:that port: PLAIN, SCRAM-SHA-256 and
@@ -83,12 +84,15 @@ java_cmd() { java_args; java -Xms256m -Xmx512m -XX:+UseG1GC "${java_opts[@]}" "$
 # The broker's JVM, overridden as with Kafka's own kafka-server-start.sh (KAFKA_HEAP_OPTS,
 # KAFKA_JVM_PERFORMANCE_OPTS), and its GC log where Kafka writes it (-loggc). A stop-the-world
 # pause holds a core from every service on a small host; the log says when and how long
-# (BENCHMARKS.md, session 12: Kafka's own 1 GiB and 20 ms pause target, and ZGC, did not help).
+# (BENCHMARKS.md, session 12: Kafka's own 1 GiB and 20 ms pause target did not shorten them).
 broker_jvm_opts() {
-  # Word splitting is meant: these are lists of options, as in Kafka's scripts.
-  # shellcheck disable=SC2206
-  broker_opts=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} ${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseG1GC}
-    "-Xlog:gc*:file=$run/logs/kafkaServer-gc.log:time,tags:filecount=5,filesize=20M")
+  local heap perf
+  # Lists of options split on spaces, as in Kafka's scripts, and never globbed.
+  read -ra heap <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+  read -ra perf <<<"${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseG1GC}"
+  # The file name quoted: -Xlog splits on colons.
+  broker_opts=("${heap[@]}" "${perf[@]}"
+    "-Xlog:gc*:file=\"$run/logs/kafkaServer-gc.log\":time,tags:filecount=5,filesize=20M")
 }
 
 alive() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
@@ -321,5 +325,5 @@ case "${1:-}" in
   stop) stop ;;
   status) if alive && answers; then say "running on 127.0.0.1:$port"; else say "not running"; exit 1; fi ;;
   reset) stop; rm -rf "$run"; say "data deleted" ;;
-  *) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
 esac

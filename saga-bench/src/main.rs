@@ -1,7 +1,8 @@
 //! `saga-bench`: how many sagas per second, how fast each, and at what cost — measured the
 //! same way every time, against the broker's own ceiling on the same machine.
 //!
-//! One invocation runs, each with fresh topics (a unique prefix) and fresh service stores:
+//! One invocation runs, each with fresh topics (a unique prefix, deleted after it unless
+//! `--keep-topics`) and fresh service stores:
 //! 1. the **ceiling**: four relays (consume → produce, no logic, no store) moving N records
 //!    through the same number of hops as a saga;
 //! 2. the **saga**, saturated: N orders as fast as they can be published;

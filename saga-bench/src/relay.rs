@@ -99,7 +99,8 @@ pub async fn run(args: &Args) -> Result<RunResult> {
     let broker = procs::CpuMeter::start(args.broker_pid);
     let measured = load::round_trip(&setup, &topics[0], &last, args.partitions, records, &run_id, args.rate).await;
     let broker_cpu_percent = broker.and_then(|m| m.percent());
-    relays.abort_all();
+    // Stopped before their topics go.
+    relays.shutdown().await;
     load::delete_topics(args, &setup, topics).await;
     let (sent, arrived) = measured?;
     Ok(RunResult { broker_cpu_percent, ..RunResult::from_times(&sent, &arrived, payload_bytes, Vec::new()) })

@@ -35,9 +35,10 @@ pub struct HttpResult {
     pub p999_ms: f64,
     pub max_ms: f64,
     /// The generator's own share: how late it sent requests (p99), from when each was due to
-    /// when its thread got to send it. Latency beyond this is the view's and the network's.
+    /// when its thread got to send it (a thread's wait for a core, or for a free thread).
     pub sent_late_p99_ms: f64,
-    /// The p99 from sending a request to reading its whole answer.
+    /// The p99 from sending a request to reading its whole answer: the view, the network, and
+    /// the generator's thread waking to read it. (Quantiles do not add up to the latency's.)
     pub round_trip_p99_ms: f64,
 }
 

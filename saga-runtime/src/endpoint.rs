@@ -60,7 +60,7 @@ pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<Endpoint, EndpointErro
 /// Binds `addr` and serves `app` on a thread of its own (named `what`) until the returned
 /// [`Endpoint`] is dropped; `what` also names it in errors ("cannot serve metrics on …").
 /// With `threads` above one, that thread accepts and as many more answer: a request is then
-/// answered on one while another waits for a core.
+/// answered on one while another waits for a core. 0 is taken as 1.
 pub fn serve_router(what: &'static str, addr: &str, app: Router, threads: usize) -> Result<Endpoint, EndpointError> {
     let err = |source| EndpointError { what, addr: addr.to_owned(), source };
     let listener = std::net::TcpListener::bind(addr).map_err(err)?;
@@ -70,7 +70,14 @@ pub fn serve_router(what: &'static str, addr: &str, app: Router, threads: usize)
         0 | 1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n).thread_name(what).on_thread_start(move || short_slice(what));
+            // Only workers park; the blocking pool's threads (range scans) keep the default
+            // slice, as `thread-slice` has them.
+            b.worker_threads(n).thread_name(what).on_thread_park(move || {
+                thread_local!(static ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+                if !ASKED.replace(true) {
+                    short_slice(what);
+                }
+            });
             b
         }
     };
@@ -84,7 +91,7 @@ pub fn serve_router(what: &'static str, addr: &str, app: Router, threads: usize)
                 let served = match tokio::net::TcpListener::from_std(listener) {
                     // An answer goes out when it is written, not when the client's delayed ACK
                     // of the last one comes back (Nagle).
-                    Ok(listener) => axum::serve(listener.tap_io(|tcp| { let _ = tcp.set_nodelay(true); }), app)
+                    Ok(listener) => axum::serve(listener.tap_io(move |tcp| nodelay(what, tcp)), app)
                         .with_graceful_shutdown(async { let _ = stopped.await; })
                         .await,
                     Err(e) => Err(e),
@@ -97,6 +104,12 @@ pub fn serve_router(what: &'static str, addr: &str, app: Router, threads: usize)
         })
         .map_err(err)?;
     Ok(Endpoint { stop: Some(stop), local_addr })
+}
+
+fn nodelay(endpoint: &'static str, tcp: &mut tokio::net::TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        debug!(endpoint, %error, "TCP_NODELAY not set on a connection");
+    }
 }
 
 /// Each request is a short burst: with a short slice it runs as soon as it arrives, instead of
